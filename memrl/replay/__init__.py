@@ -1,0 +1,1 @@
+"""Replay buffers as pure ``init/add/sample`` functions over pytrees."""
