@@ -54,8 +54,8 @@ def init(example: PyTree, capacity: int) -> BufferState:
     data = jax.tree_util.tree_map(
         lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), example
     )
-    zero = jnp.zeros((), jnp.int32)
-    return BufferState(data=data, cursor=zero, size=zero)
+    # Two distinct arrays: a donated state must not alias one buffer twice.
+    return BufferState(data=data, cursor=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
 
 
 def write_indices(state: BufferState, batch_size: int) -> jax.Array:

@@ -1,0 +1,82 @@
+"""Learning curves from one or more run directories.
+
+    python -m experiments.plot --logdir=runs/sac/pendulum/seed0[,runs/mbpo/...] \
+        [--metric=eval_return] [--x=env_steps] [--out=curves.png]
+
+Each logdir is one curve: the mean over seeds with a +-1 std band.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list("logdir", None, "Run directories (comma-separated), each holding metrics.csv.")
+flags.DEFINE_string("metric", "eval_return", "Column to plot.")
+flags.DEFINE_string("x", "env_steps", "Column for the x axis.")
+flags.DEFINE_string("out", None, "Output PNG (default: <first logdir>/<metric>.png).")
+FLAGS = flags.FLAGS
+
+
+def load(logdir: str, x: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns ``(x, mean, std)`` over seeds from ``logdir/metrics.csv``."""
+    path = os.path.join(logdir, "metrics.csv")
+    if not os.path.exists(path):
+        raise ValueError(f"no metrics.csv in {logdir}")
+    by_x: dict[float, list[float]] = defaultdict(list)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        if metric not in columns or x not in columns:
+            raise ValueError(
+                f"{path} has no column {metric!r} or {x!r}; columns: {', '.join(columns)}"
+            )
+        for row in reader:
+            by_x[float(row[x])].append(float(row[metric]))
+    xs = np.array(sorted(by_x))
+    mean = np.array([np.mean(by_x[v]) for v in xs])
+    std = np.array([np.std(by_x[v]) for v in xs])
+    return xs, mean, std
+
+
+def plot(logdirs: list[str], x: str, metric: str, out: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for logdir in logdirs:
+        xs, mean, std = load(logdir, x, metric)
+        label = os.path.normpath(logdir).replace(os.sep, "/")
+        ax.plot(xs, mean, label=label)
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.25)
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv):
+    del argv
+    if not FLAGS.logdir:
+        print("error: --logdir is required", file=sys.stderr)
+        sys.exit(2)
+    out = FLAGS.out or os.path.join(FLAGS.logdir[0], f"{FLAGS.metric.replace('/', '_')}.png")
+    try:
+        print(plot(FLAGS.logdir, FLAGS.x, FLAGS.metric, out))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

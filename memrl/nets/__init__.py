@@ -1,0 +1,1 @@
+"""Networks: MLPs, tanh-Gaussian policy, twin Q, V, and (in dynamics) ensembles."""

@@ -1,0 +1,114 @@
+"""The command line every experiment script shares (DESIGN.md Sec. 2).
+
+An experiment script is two lines::
+
+    from memrl.agents import sac
+    from memrl.training import cli
+
+    if __name__ == "__main__":
+        cli.run(sac, default_env="pendulum")
+
+Flags: ``--env --seed --num_seeds --total_steps --eval_every --eval_episodes
+--logdir --resume --max_chunk --progress`` and ``--config.<field>=value``
+overrides applied on top of ``Config.for_env(env)``. Bad input exits with
+status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from types import ModuleType
+
+from absl import flags
+from ml_collections import config_flags
+
+from memrl import envs
+from memrl.training.runner import RunConfig, UserError, train
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> None:
+    flags.DEFINE_string("env", default_env, f"Environment: one of {', '.join(envs.NAMES)}.")
+    flags.DEFINE_integer("seed", defaults.seed, "First seed.")
+    flags.DEFINE_integer("num_seeds", defaults.num_seeds, "Seeds trained in parallel (vmapped).")
+    flags.DEFINE_integer("total_steps", None, "Environment steps per seed (default: per env).")
+    flags.DEFINE_integer("eval_every", None, "Env steps between evaluations (default: per env).")
+    flags.DEFINE_integer("eval_episodes", defaults.eval_episodes, "Evaluation episodes.")
+    flags.DEFINE_integer("max_chunk", defaults.max_chunk, "Most env steps per device call.")
+    flags.DEFINE_string("logdir", None, "Output directory (default: runs/<algo>/<env>/seed<seed>).")
+    flags.DEFINE_bool("resume", False, "Continue the run in --logdir from its last checkpoint.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+    config_flags.DEFINE_config_dataclass("config", agent.Config(), "Agent config overrides.")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve_config(agent: ModuleType, env_name: str, overrides: dict):
+    """``Config.for_env(env_name)`` with the ``--config.*`` overrides applied."""
+    config = agent.Config.for_env(env_name)
+    fields = {f.name for f in dataclasses.fields(config)}
+    for name, value in overrides.items():
+        if name not in fields:
+            raise UserError(f"unknown config field {name!r}; valid: {', '.join(sorted(fields))}")
+        if isinstance(getattr(config, name), tuple) and isinstance(value, list):
+            value = tuple(value)
+        config = dataclasses.replace(config, **{name: value})
+    return config
+
+
+def default_steps(env_name: str) -> tuple[int, int]:
+    """``(total_steps, eval_every)`` when the flags are not given."""
+    if env_name in ("pendulum", "double_integrator"):
+        return 20_000, 1000
+    return 1_000_000, 5000
+
+
+def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None = None) -> None:
+    """Parses flags, trains ``agent`` and exits non-zero with one line on bad input."""
+    argv = list(sys.argv if argv is None else argv)
+    name = agent.__name__.rsplit(".", 1)[-1]
+    try:
+        _define_flags(agent, default_env, RunConfig(env=default_env))
+        FLAGS(argv)
+        overrides = config_flags.get_override_values(FLAGS["config"])
+    except (flags.Error, KeyError, ValueError, TypeError, AttributeError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, KeyError):
+            text = f"unknown config field {text}"
+        _fail(text)
+    try:
+        total, every = default_steps(FLAGS.env) if FLAGS.env in envs.NAMES else (1, 1)
+        total = FLAGS.total_steps if FLAGS.total_steps is not None else total
+        every = FLAGS.eval_every if FLAGS.eval_every is not None else min(every, max(total, 1))
+        logdir = FLAGS.logdir or os.path.join("runs", name, FLAGS.env, f"seed{FLAGS.seed}")
+        run_config = RunConfig(
+            env=FLAGS.env,
+            seed=FLAGS.seed,
+            num_seeds=FLAGS.num_seeds,
+            total_steps=total,
+            eval_every=every,
+            eval_episodes=FLAGS.eval_episodes,
+            max_chunk=FLAGS.max_chunk,
+            logdir=logdir,
+            resume=FLAGS.resume,
+            progress=FLAGS.progress,
+        )
+        config = resolve_config(agent, FLAGS.env, overrides)
+        rows = train(agent, config, run_config)
+    except UserError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted; the last checkpoint is kept (continue with --resume)")
+    if rows:
+        final = [r["eval_return"] for r in rows if r["env_steps"] == rows[-1]["env_steps"]]
+        mean = sum(final) / len(final)
+        print(
+            f"{name} {FLAGS.env}: final eval_return {mean:.1f} over {len(final)} seed(s); "
+            f"logs in {run_config.logdir}"
+        )

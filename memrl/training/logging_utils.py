@@ -1,0 +1,167 @@
+"""Run outputs: ``config.json``, ``metrics.csv`` rows, and the progress bar."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import tqdm
+
+BASE_COLUMNS = ("env_steps", "seed", "eval_return", "wall_time", "sps", "train_return")
+# Settings that may change between a run and its resumption.
+RESUMABLE = ("total_steps", "resume", "progress", "logdir")
+PACKAGES = (
+    "memrl",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "chex",
+    "distrax",
+    "brax",
+    "mujoco",
+    "mujoco-mjx",
+    "orbax-checkpoint",
+    "ml_collections",
+    "absl-py",
+    "numpy",
+)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def settings(agent: ModuleType, config: Any, run: Any) -> dict:
+    """Every resolved setting of a run, plus the package versions."""
+    return {
+        "algorithm": agent.__name__.rsplit(".", 1)[-1],
+        "run": dataclasses.asdict(run),
+        "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+        "versions": {p: _version(p) for p in PACKAGES},
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def write_settings(logdir: str, values: dict) -> None:
+    with open(os.path.join(logdir, "config.json"), "w") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+
+
+def check_resumable(logdir: str, values: dict) -> None:
+    """Raises ``UserError`` if ``values`` differ from the saved run in a way that
+    would make the resumed run differ from an uninterrupted one."""
+    from memrl.training.runner import UserError
+
+    path = os.path.join(logdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    for section in ("run", "config"):
+        old, new = saved.get(section, {}), values[section]
+        for key in sorted(set(old) | set(new)):
+            if key in RESUMABLE:
+                continue
+            if old.get(key) != new.get(key):
+                raise UserError(
+                    f"--resume with a different {section} setting {key!r}: saved "
+                    f"{old.get(key)!r}, given {new.get(key)!r}"
+                )
+    if saved.get("algorithm") != values["algorithm"]:
+        raise UserError(f"--resume of a {saved.get('algorithm')} run with {values['algorithm']}")
+
+
+def rows(
+    *,
+    step: int,
+    seeds: np.ndarray,
+    eval_returns: np.ndarray,
+    wall_time: float,
+    sps: float,
+    train_returns: np.ndarray,
+    train_episodes: np.ndarray,
+    agent_metrics: dict,
+) -> list[dict]:
+    """One row per seed; ``eval_returns`` is ``[num_seeds, episodes]``."""
+    out = []
+    for i, seed in enumerate(seeds):
+        row = {
+            "env_steps": int(step),
+            "seed": int(seed),
+            "eval_return": float(np.mean(eval_returns[i])),
+            "wall_time": round(float(wall_time), 3),
+            "sps": round(float(sps), 2),
+            "train_return": float(train_returns[i]) if train_episodes[i] else float("nan"),
+        }
+        for key in sorted(agent_metrics):
+            row[key] = float(np.asarray(agent_metrics[key])[i])
+        out.append(row)
+    return out
+
+
+class MetricsWriter:
+    """Appends rows to a CSV; on resumption drops rows past the checkpoint.
+
+    Args:
+      path: the CSV file.
+      keep_until: rows with ``env_steps`` above this are removed first (they
+        were logged after the checkpoint a resumed run restarts from).
+    """
+
+    def __init__(self, path: str, keep_until: int = 0):
+        self.path = path
+        self.columns: list[str] | None = None
+        if keep_until == 0 or not os.path.exists(path):
+            if os.path.exists(path):
+                os.remove(path)
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            self.columns = list(reader.fieldnames or [])
+            kept = [r for r in reader if int(r["env_steps"]) <= keep_until]
+        self._rewrite(kept)
+
+    def _rewrite(self, kept: list[dict]) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+
+    def write(self, new_rows: list[dict]) -> None:
+        if not new_rows:
+            return
+        if self.columns is None:
+            self.columns = list(new_rows[0])
+            with open(self.path, "w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writeheader()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            writer.writerows(new_rows)
+
+
+def progress_bar(total: int, initial: int, enabled: bool = True) -> tqdm.tqdm:
+    """A progress bar on stderr counting environment steps."""
+    return tqdm.tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        unit="step",
+        unit_scale=True,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )

@@ -1,0 +1,141 @@
+"""The compiled pieces of the runner: one chunk of environment steps with their
+updates, and a deterministic evaluation, both per seed (the caller vmaps them).
+
+Data flow of one step (inside ``lax.scan``)::
+
+    obs --act (or uniform warm-up)--> action --env.step--> next state
+        --Transition(obs, action, reward, discount, terminal_obs)-->
+        agent.train_step(state, transition, key, step)   # store, sample, update
+        agent.periodic(state, key) every ``periodic_every`` steps
+
+``step`` (the global env-step count) is an unbatched scalar: every ``lax.cond``
+on it (warm-up, periodic work, the agent's own schedules) stays a real branch
+under the seed ``vmap`` instead of running both sides.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import brax.envs.base as brax_base
+import jax
+import jax.numpy as jnp
+
+from memrl.types import Transition
+
+PyTree = Any
+
+
+class RunnerState(NamedTuple):
+    """Per-seed state of a run (a leading seed axis is added by ``vmap``).
+
+    Attributes:
+      agent: the agent's state (learner and its buffers).
+      env: the batched training-environment state (``num_envs`` rows).
+      key: the run's PRNG key, split once per step.
+    """
+
+    agent: PyTree
+    env: brax_base.State
+    key: jax.Array
+
+
+class ChunkMetrics(NamedTuple):
+    """Per-seed summaries of one chunk.
+
+    Attributes:
+      agent: the agent's metrics averaged over the steps where it learned.
+      episode_return_sum: summed returns of training episodes that ended.
+      episodes: number of training episodes that ended.
+    """
+
+    agent: dict
+    episode_return_sum: jax.Array
+    episodes: jax.Array
+
+
+def init_state(agent: ModuleType, config: Any, env_spec: Any, train_env: Any, key: jax.Array):
+    """A fresh ``RunnerState`` for one seed."""
+    k_agent, k_env, k_run = jax.random.split(key, 3)
+    return RunnerState(
+        agent=agent.init(k_agent, env_spec, config), env=train_env.reset(k_env), key=k_run
+    )
+
+
+def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int, length: int):
+    """Returns ``chunk(state, step0) -> (state, ChunkMetrics)`` advancing ``length``
+    iterations (``length * num_envs`` env steps) of one seed.
+    """
+    num_envs = config.num_envs
+    warmup = config.warmup_steps
+    period = getattr(config, "periodic_every", 0)
+
+    def explore(state: RunnerState, obs: jax.Array, key: jax.Array, step: jax.Array):
+        def uniform(_):
+            return jax.random.uniform(key, (num_envs, action_size), minval=-1.0, maxval=1.0)
+
+        def policy(_):
+            return agent.act(state.agent, obs, key).astype(jnp.float32)
+
+        return jax.lax.cond(step < warmup, uniform, policy, None)
+
+    def body(state: RunnerState, t: jax.Array):
+        step = t * num_envs
+        key, k_act, k_train, k_periodic = jax.random.split(state.key, 4)
+        env_state = state.env
+        action = explore(state, env_state.obs, k_act, step)
+        next_env = train_env.step(env_state, action)
+        done = next_env.done
+        discount = 1.0 - done * (1.0 - next_env.info["truncation"])
+        transition = Transition(
+            obs=env_state.obs,
+            action=action,
+            reward=next_env.reward,
+            discount=discount,
+            next_obs=next_env.info["terminal_obs"],
+        )
+        agent_state, metrics = agent.train_step(state.agent, transition, k_train, step)
+        if period:
+            due = (step + num_envs) % period < num_envs
+            agent_state = jax.lax.cond(due, agent.periodic, lambda s, k: s, agent_state, k_periodic)
+        ep = next_env.info["episode_metrics"]["sum_reward"]
+        out = (metrics, jnp.sum(ep * done), jnp.sum(done), step >= warmup)
+        return RunnerState(agent=agent_state, env=next_env, key=key), out
+
+    def chunk(state: RunnerState, step0: jax.Array):
+        ts = step0 // num_envs + jnp.arange(length, dtype=jnp.int32)
+        state, (metrics, ret, episodes, learned) = jax.lax.scan(body, state, ts)
+        w = learned.astype(jnp.float32)
+        denom = jnp.maximum(jnp.sum(w), 1.0)
+        mean = jax.tree_util.tree_map(
+            lambda m: jnp.tensordot(w, m.astype(jnp.float32), axes=1) / denom, metrics
+        )
+        return state, ChunkMetrics(mean, jnp.sum(ret), jnp.sum(episodes))
+
+    return chunk
+
+
+def make_evaluate(agent: ModuleType, eval_env: Any, episode_length: int):
+    """Returns ``evaluate(agent_state, key) -> [num_episodes] returns`` with
+    deterministic actions; rewards after an episode's end are masked.
+    """
+
+    def evaluate(agent_state: PyTree, key: jax.Array) -> jax.Array:
+        k_reset, k_act = jax.random.split(key)
+        env_state = eval_env.reset(k_reset)
+
+        def body(carry, k):
+            env_state, total, alive = carry
+            action = agent.act(agent_state, env_state.obs, k, deterministic=True)
+            env_state = eval_env.step(env_state, action.astype(jnp.float32))
+            total = total + alive * env_state.reward
+            alive = alive * (1.0 - env_state.done)
+            return (env_state, total, alive), None
+
+        zeros = jnp.zeros_like(env_state.reward)
+        keys = jax.random.split(k_act, episode_length)
+        (_, total, _), _ = jax.lax.scan(body, (env_state, zeros, jnp.ones_like(zeros)), keys)
+        return total
+
+    return evaluate

@@ -1,0 +1,230 @@
+"""The host loop: builds the compiled chunk and evaluation for an agent + env,
+vmaps them over seeds, shards the seed axis over local devices, and drives
+training, evaluation, logging, checkpointing and resumption.
+
+Only whole chunks run on the device; the host waits for each, evaluates at
+``eval_every`` steps, appends rows to ``metrics.csv`` and saves a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from types import ModuleType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from memrl import envs
+from memrl.training import checkpoint, logging_utils
+from memrl.training.loop import init_state, make_chunk, make_evaluate
+
+
+class UserError(Exception):
+    """A problem with the user's input or run directory: reported as one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Settings of a run that are not the agent's.
+
+    Attributes:
+      env: environment name (see ``memrl.envs.NAMES``).
+      seed: first seed; seeds ``seed .. seed + num_seeds - 1`` run in parallel.
+      num_seeds: number of seeds, a vmapped axis sharded over local devices.
+      total_steps: environment steps per seed.
+      eval_every: environment steps between evaluations (and log rows).
+      eval_episodes: deterministic evaluation episodes per seed.
+      max_chunk: most environment steps compiled into one device call.
+      logdir: output directory (metrics.csv, config.json, checkpoints/).
+      resume: continue from the latest checkpoint in ``logdir``.
+      progress: show a progress bar on stderr.
+    """
+
+    env: str
+    seed: int = 0
+    num_seeds: int = 1
+    total_steps: int = 100_000
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    max_chunk: int = 1000
+    logdir: str = "runs/default"
+    resume: bool = False
+    progress: bool = True
+
+
+def validate(run: RunConfig, config: Any) -> None:
+    """Raises ``UserError`` naming the first bad setting."""
+    if run.env not in envs.NAMES:
+        raise UserError(f"unknown env {run.env!r}; valid envs: {', '.join(envs.NAMES)}")
+    for name in ("total_steps", "eval_every", "eval_episodes", "num_seeds", "max_chunk"):
+        value = getattr(run, name)
+        if value <= 0:
+            raise UserError(f"--{name} must be a positive integer, got {value}")
+    num_envs = getattr(config, "num_envs", 1)
+    if num_envs <= 0:
+        raise UserError(f"--config.num_envs must be positive, got {num_envs}")
+    if run.total_steps % num_envs or run.eval_every % num_envs:
+        raise UserError(
+            f"--total_steps ({run.total_steps}) and --eval_every ({run.eval_every}) must be "
+            f"multiples of config.num_envs ({num_envs})"
+        )
+
+
+def chunk_steps(run: RunConfig, num_envs: int, period: int = 0) -> int:
+    """The largest chunk (env steps) dividing every log point, at most ``max_chunk``.
+
+    Log points are multiples of ``eval_every`` and ``total_steps``; one chunk
+    length for the whole run means one compilation.
+    """
+    g = math.gcd(run.eval_every, run.total_steps)
+    best = num_envs
+    for d in range(num_envs, min(g, max(run.max_chunk, num_envs)) + 1, num_envs):
+        if g % d == 0:
+            best = d
+    return best
+
+
+def seed_mesh(num_seeds: int) -> Mesh:
+    """A 1-D mesh over as many local devices as evenly divide ``num_seeds``."""
+    devices = jax.local_devices()
+    n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    return Mesh(np.asarray(devices[:n]), ("seed",))
+
+
+def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
+    """Trains ``agent`` with ``config`` on ``run.env``; returns the logged rows.
+
+    Raises:
+      UserError: bad settings, a run directory that conflicts with ``resume``,
+        an unreadable checkpoint, or non-finite values during training (the
+        last good checkpoint is kept).
+    """
+    validate(run, config)
+    num_envs = getattr(config, "num_envs", 1)
+    env = envs.make(run.env)
+    spec = envs.spec(run.env)
+    train_env = envs.wrap_for_training(env, spec.episode_length, num_envs)
+    eval_env = envs.wrap_for_eval(env, spec.episode_length, run.eval_episodes)
+
+    steps_per_chunk = chunk_steps(run, num_envs)
+    chunk = make_chunk(agent, config, train_env, spec.action_size, steps_per_chunk // num_envs)
+    evaluate = make_evaluate(agent, eval_env, spec.episode_length)
+
+    mesh = seed_mesh(run.num_seeds)
+    sharded = NamedSharding(mesh, PartitionSpec("seed"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    seeds = np.arange(run.seed, run.seed + run.num_seeds)
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+
+    init_fn = jax.jit(
+        jax.vmap(lambda k: init_state(agent, config, spec, train_env, k)),
+        out_shardings=sharded,
+    )
+    chunk_fn = jax.jit(
+        jax.vmap(chunk, in_axes=(0, None)),
+        in_shardings=(sharded, replicated),
+        out_shardings=(sharded, sharded),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(
+        jax.vmap(lambda s, k: evaluate(s.agent, jax.random.fold_in(k, 1))),
+        in_shardings=(sharded, sharded),
+        out_shardings=sharded,
+    )
+
+    os.makedirs(run.logdir, exist_ok=True)
+    ckpt = checkpoint.Checkpointer(os.path.join(run.logdir, "checkpoints"))
+    settings = logging_utils.settings(agent, config, run)
+    step, wall_offset = 0, 0.0
+    if ckpt.latest_step() is not None and not run.resume:
+        raise UserError(
+            f"{run.logdir} already holds a run; pass --resume to continue it or choose "
+            "another --logdir"
+        )
+    if run.resume and ckpt.latest_step() is not None:
+        logging_utils.check_resumable(run.logdir, settings)
+        abstract = jax.eval_shape(init_fn, keys)
+        abstract = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharded), abstract
+        )
+        try:
+            state, step, wall_offset = ckpt.restore(abstract)
+        except Exception as e:  # orbax raises many types for damaged files
+            raise UserError(
+                f"cannot read checkpoint in {ckpt.directory}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
+    else:
+        state = init_fn(keys)
+    logging_utils.write_settings(run.logdir, settings)
+    writer = logging_utils.MetricsWriter(os.path.join(run.logdir, "metrics.csv"), keep_until=step)
+
+    step_arg = jnp.asarray(step, jnp.int32)
+    compiled_chunk = chunk_fn.lower(state, step_arg).compile()
+    compiled_eval = eval_fn.lower(state, keys).compile()
+
+    bar = logging_utils.progress_bar(run.total_steps, step, enabled=run.progress)
+    rows: list[dict] = []
+    train_start = time.perf_counter() - wall_offset
+    sps = float("nan")
+    returns_sum = np.zeros(run.num_seeds)
+    returns_count = np.zeros(run.num_seeds)
+    metrics_acc: list[Any] = []
+    try:
+        while step < run.total_steps:
+            t0 = time.perf_counter()
+            state, chunk_metrics = compiled_chunk(state, jnp.asarray(step, jnp.int32))
+            chunk_metrics = jax.device_get(chunk_metrics)
+            sps = steps_per_chunk / (time.perf_counter() - t0)
+            step += steps_per_chunk
+            metrics_acc.append(chunk_metrics.agent)
+            returns_sum += chunk_metrics.episode_return_sum
+            returns_count += chunk_metrics.episodes
+            bar.update(steps_per_chunk)
+            if step % run.eval_every and step != run.total_steps:
+                continue
+            eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+            eval_returns = np.asarray(compiled_eval(state, eval_keys))
+            agent_metrics = jax.tree_util.tree_map(lambda *m: np.mean(m, axis=0), *metrics_acc)
+            _check_finite(agent_metrics, eval_returns, step, ckpt)
+            wall = time.perf_counter() - train_start
+            new_rows = logging_utils.rows(
+                step=step,
+                seeds=seeds,
+                eval_returns=eval_returns,
+                wall_time=wall,
+                sps=sps,
+                train_returns=returns_sum / np.maximum(returns_count, 1),
+                train_episodes=returns_count,
+                agent_metrics=agent_metrics,
+            )
+            writer.write(new_rows)
+            rows.extend(new_rows)
+            ckpt.save(step, state, wall)
+            bar.set_postfix(ret=f"{np.mean(eval_returns):.1f}", sps=f"{sps:.0f}")
+            metrics_acc.clear()
+            returns_sum[:] = 0
+            returns_count[:] = 0
+    finally:
+        bar.close()
+        ckpt.close()
+    return rows
+
+
+def _check_finite(agent_metrics: dict, eval_returns: np.ndarray, step: int, ckpt) -> None:
+    bad = [k for k, v in agent_metrics.items() if not np.all(np.isfinite(v))]
+    if not np.all(np.isfinite(eval_returns)):
+        bad.append("eval_return")
+    if bad:
+        last = ckpt.latest_step()
+        kept = f"last good checkpoint: step {last}" if last is not None else "no checkpoint yet"
+        raise UserError(
+            f"non-finite values in training at env step {step} ({', '.join(sorted(bad))}); "
+            f"{kept} in {ckpt.directory}"
+        )
