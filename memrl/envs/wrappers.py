@@ -1,0 +1,149 @@
+"""Environment wrappers: fresh auto-reset, action rescaling, training/eval stacks.
+
+Batching and time limits reuse brax's ``VmapWrapper`` and ``EpisodeWrapper``
+(``brax.envs.wrappers.training``). The auto-reset is our own: brax's
+``AutoResetWrapper`` restarts every episode from one cached first state, which
+would make all episodes of an env start identically; ours draws a fresh start
+state from a per-env PRNG key and keeps the true final observation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import Env, State, Wrapper
+from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
+
+# info entries owned by the time-limit/auto-reset machinery: they describe the
+# step that just happened and are kept, not replaced, when an episode restarts.
+_KEPT_INFO = ("truncation", "episode_done", "episode_metrics", "reset_key", "terminal_obs")
+
+
+def _select(done: jax.Array, on_done, otherwise):
+    """``where(done, on_done, otherwise)`` over pytrees; ``done`` is ``[*batch]``."""
+
+    def pick(x, y):
+        cond = jnp.reshape(done, done.shape + (1,) * (jnp.ndim(x) - done.ndim))
+        return jnp.where(cond, x, y)
+
+    return jax.tree.map(pick, on_done, otherwise)
+
+
+class AutoResetWrapper(Wrapper):
+    """Restarts finished episodes from a fresh random start state.
+
+    Works on unbatched or batched states (``done`` of shape ``[*batch]``); in
+    ``wrap_for_training`` it runs per env, inside the vmap. Each step:
+
+    * ``info['reset_key']`` (shape ``[*batch, 2]``) is split; one half draws a
+      new start state ``env.reset(key)``, the other is kept for the next step.
+      The reset is computed every step and selected with ``jnp.where`` (under
+      ``vmap`` a ``lax.cond`` would run both branches anyway).
+    * ``info['terminal_obs']`` holds the true next observation of the step
+      (before any reset), equal to ``obs`` when the episode goes on; build
+      transitions as ``(obs_t, a_t, r_t, terminal_obs_t)``.
+    * Where ``done``, ``pipeline_state``, ``obs`` and the env's own ``info``
+      entries (including ``steps``, reset to 0) come from the new start state,
+      while ``reward``, ``done``, ``metrics``, ``info['truncation']`` and
+      ``info['episode_metrics']`` still describe the step that ended the
+      episode. ``done`` is cleared before the next step.
+    """
+
+    def reset(self, rng: jax.Array) -> State:
+        keep_key, init_key = _split(rng)
+        state = self.env.reset(init_key)
+        state.info["reset_key"] = keep_key
+        state.info["terminal_obs"] = state.obs
+        return state
+
+    def step(self, state: State, action: jax.Array) -> State:
+        next_key, reset_key = _split(state.info["reset_key"])
+        # The previous step may have ended an episode (done=1 kept visible);
+        # the env must not see that flag.
+        state = state.replace(done=jnp.zeros_like(state.done))
+        state = self.env.step(state, action)
+        fresh = self.env.reset(reset_key)
+
+        done = state.done.astype(bool)
+        info = dict(state.info)
+        for key, value in fresh.info.items():
+            if key not in _KEPT_INFO:
+                info[key] = _select(done, value, state.info[key])
+        info["reset_key"] = next_key
+        info["terminal_obs"] = state.obs
+        return state.replace(
+            pipeline_state=_select(done, fresh.pipeline_state, state.pipeline_state),
+            obs=_select(done, fresh.obs, state.obs),
+            info=info,
+        )
+
+
+def _split(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Splits raw ``uint32[*batch, 2]`` keys into two arrays of keys."""
+    flat = jnp.reshape(key, (-1, 2))
+    pairs = jax.vmap(jax.random.split)(flat)  # [n, 2, 2]
+    first = jnp.reshape(pairs[:, 0], key.shape)
+    second = jnp.reshape(pairs[:, 1], key.shape)
+    return first, second
+
+
+class RescaleAction(Wrapper):
+    """Maps actions from ``[-1, 1]`` affinely onto ``[low, high]``.
+
+    ``a_env = low + (a + 1) / 2 * (high - low)``. Actions outside ``[-1, 1]``
+    are mapped by the same affine map, not clipped (the wrapped env decides).
+
+    Args:
+      env: environment whose ``step`` takes actions in ``[low, high]``.
+      low: scalar or ``[action_size]`` lower bounds.
+      high: scalar or ``[action_size]`` upper bounds.
+    """
+
+    def __init__(self, env: Env, low, high):
+        super().__init__(env)
+        self.low = jnp.asarray(low, jnp.float32)
+        self.high = jnp.asarray(high, jnp.float32)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        scaled = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+        return self.env.step(state, scaled.astype(action.dtype))
+
+
+def wrap_for_training(env: Env, episode_length: int, num_envs: int) -> Env:
+    """Batched env with time limit and fresh auto-reset, for data collection.
+
+    Order: ``VmapWrapper(AutoResetWrapper(EpisodeWrapper(env)), num_envs)``:
+    the time limit sets ``done``/``truncation``, the auto-reset acts per env on
+    them, and the vmap is outermost so ``reset`` takes ONE key and splits it
+    into ``num_envs``.
+
+    Args:
+      env: unbatched env.
+      episode_length: time limit in steps.
+      num_envs: batch size (leading axis of every state leaf).
+
+    Returns:
+      The wrapped env; ``reset(key)`` gives states with leading axis ``num_envs``.
+    """
+    env = EpisodeWrapper(env, episode_length, action_repeat=1)
+    env = AutoResetWrapper(env)
+    return VmapWrapper(env, batch_size=num_envs)
+
+
+def wrap_for_eval(env: Env, episode_length: int, num_episodes: int) -> Env:
+    """Batched env with a time limit and no auto-reset, for evaluation.
+
+    ``VmapWrapper(EpisodeWrapper(env), num_episodes)``: each of the
+    ``num_episodes`` envs runs one episode; after ``done`` the env keeps
+    stepping, so callers mask rewards after the first ``done``.
+
+    Args:
+      env: unbatched env.
+      episode_length: time limit in steps.
+      num_episodes: batch size.
+
+    Returns:
+      The wrapped env; ``reset(key)`` takes one key.
+    """
+    env = EpisodeWrapper(env, episode_length, action_repeat=1)
+    return VmapWrapper(env, batch_size=num_episodes)
