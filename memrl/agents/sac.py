@@ -14,8 +14,9 @@ them with their own batches and weights:
   (eq. 18), optimized over ``log alpha``.
 """
 
-from __future__ import annotations
 
+# No `from __future__ import annotations` here: ml_collections reads Config field
+# types at runtime to parse --config.<field> flags.
 import dataclasses
 from typing import Any
 
@@ -72,7 +73,7 @@ class Config:
     periodic_every: int = 0
 
     @classmethod
-    def for_env(cls, env_name: str) -> Config:
+    def for_env(cls, env_name: str) -> "Config":
         """Per-environment settings.
 
         Short-horizon classic-control tasks need far fewer random warm-up

@@ -73,6 +73,12 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
     """Parses flags, trains ``agent`` and exits non-zero with one line on bad input."""
     argv = list(sys.argv if argv is None else argv)
     name = agent.__name__.rsplit(".", 1)[-1]
+    fields = sorted(f.name for f in dataclasses.fields(agent.Config))
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            field = arg[len("--config.") :].split("=", 1)[0].split(".", 1)[0]
+            if field not in fields:
+                _fail(f"unknown config field {field!r} for {name}; valid: {', '.join(fields)}")
     try:
         _define_flags(agent, default_env, RunConfig(env=default_env))
         FLAGS(argv)

@@ -92,10 +92,10 @@ def rows(
     wall_time: float,
     sps: float,
     train_returns: np.ndarray,
-    train_episodes: np.ndarray,
     agent_metrics: dict,
 ) -> list[dict]:
-    """One row per seed; ``eval_returns`` is ``[num_seeds, episodes]``."""
+    """One row per seed; ``eval_returns`` is ``[num_seeds, episodes]``; metrics
+    that are ``None`` (no learning in the window) are left empty."""
     out = []
     for i, seed in enumerate(seeds):
         row = {
@@ -104,12 +104,42 @@ def rows(
             "eval_return": float(np.mean(eval_returns[i])),
             "wall_time": round(float(wall_time), 3),
             "sps": round(float(sps), 2),
-            "train_return": float(train_returns[i]) if train_episodes[i] else float("nan"),
+            "train_return": float(train_returns[i]),
         }
         for key in sorted(agent_metrics):
-            row[key] = float(np.asarray(agent_metrics[key])[i])
+            value = agent_metrics[key]
+            row[key] = "" if value is None else float(np.asarray(value)[i])
         out.append(row)
     return out
+
+
+class Window:
+    """Accumulates chunk summaries between two log points (host side)."""
+
+    def __init__(self, num_seeds: int):
+        self.sums: dict[str, np.ndarray] = {}
+        self.learned = np.zeros(num_seeds)
+        self.return_sum = np.zeros(num_seeds)
+        self.episodes = np.zeros(num_seeds)
+
+    def add(self, chunk) -> None:
+        n = np.asarray(chunk.learned_steps, np.float64)
+        for key, value in chunk.agent.items():
+            self.sums[key] = self.sums.get(key, 0.0) + n * np.asarray(value, np.float64)
+        self.learned += n
+        self.return_sum += chunk.episode_return_sum
+        self.episodes += chunk.episodes
+
+    def agent_means(self) -> dict:
+        """Learning-step-weighted means, or ``None`` where no seed learned yet."""
+        if not np.any(self.learned):
+            return {key: None for key in self.sums}
+        return {key: s / np.maximum(self.learned, 1) for key, s in self.sums.items()}
+
+    def train_returns(self) -> np.ndarray:
+        """Mean return of the training episodes that ended (NaN where none did)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.episodes > 0, self.return_sum / self.episodes, np.nan)
 
 
 class MetricsWriter:

@@ -46,11 +46,13 @@ class ChunkMetrics(NamedTuple):
 
     Attributes:
       agent: the agent's metrics averaged over the steps where it learned.
+      learned_steps: number of steps past the warm-up (the weight of ``agent``).
       episode_return_sum: summed returns of training episodes that ended.
       episodes: number of training episodes that ended.
     """
 
     agent: dict
+    learned_steps: jax.Array
     episode_return_sum: jax.Array
     episodes: jax.Array
 
@@ -107,11 +109,12 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
         ts = step0 // num_envs + jnp.arange(length, dtype=jnp.int32)
         state, (metrics, ret, episodes, learned) = jax.lax.scan(body, state, ts)
         w = learned.astype(jnp.float32)
-        denom = jnp.maximum(jnp.sum(w), 1.0)
+        n = jnp.sum(w)
         mean = jax.tree_util.tree_map(
-            lambda m: jnp.tensordot(w, m.astype(jnp.float32), axes=1) / denom, metrics
+            lambda m: jnp.tensordot(w, m.astype(jnp.float32), axes=1) / jnp.maximum(n, 1.0),
+            metrics,
         )
-        return state, ChunkMetrics(mean, jnp.sum(ret), jnp.sum(episodes))
+        return state, ChunkMetrics(mean, n, jnp.sum(ret), jnp.sum(episodes))
 
     return chunk
 

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -97,14 +97,31 @@ def seed_mesh(num_seeds: int) -> Mesh:
     return Mesh(np.asarray(devices[:n]), ("seed",))
 
 
-def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
-    """Trains ``agent`` with ``config`` on ``run.env``; returns the logged rows.
+class Trainer(NamedTuple):
+    """The compiled-on-demand functions of a run, all over a leading seed axis.
 
-    Raises:
-      UserError: bad settings, a run directory that conflicts with ``resume``,
-        an unreadable checkpoint, or non-finite values during training (the
-        last good checkpoint is kept).
+    Attributes:
+      init: ``init(keys[S]) -> RunnerState``.
+      chunk: ``chunk(state, step) -> (state, ChunkMetrics)``, ``steps_per_chunk``
+        env steps; ``state`` is donated.
+      evaluate: ``evaluate(state, keys[S]) -> returns[S, eval_episodes]``.
+      steps_per_chunk: environment steps per ``chunk`` call.
+      keys: the seeds' PRNG keys.
+      seeds: the seed numbers.
+      sharding: the seed-axis sharding of every state leaf.
     """
+
+    init: Any
+    chunk: Any
+    evaluate: Any
+    steps_per_chunk: int
+    keys: jax.Array
+    seeds: np.ndarray
+    sharding: NamedSharding
+
+
+def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
+    """Jitted, seed-vmapped, device-sharded init / chunk / evaluate for a run."""
     validate(run, config)
     num_envs = getattr(config, "num_envs", 1)
     env = envs.make(run.env)
@@ -121,7 +138,6 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     replicated = NamedSharding(mesh, PartitionSpec())
     seeds = np.arange(run.seed, run.seed + run.num_seeds)
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
-
     init_fn = jax.jit(
         jax.vmap(lambda k: init_state(agent, config, spec, train_env, k)),
         out_shardings=sharded,
@@ -133,49 +149,61 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         donate_argnums=0,
     )
     eval_fn = jax.jit(
-        jax.vmap(lambda s, k: evaluate(s.agent, jax.random.fold_in(k, 1))),
+        jax.vmap(lambda s, k: evaluate(s.agent, k)),
         in_shardings=(sharded, sharded),
         out_shardings=sharded,
     )
+    return Trainer(init_fn, chunk_fn, eval_fn, steps_per_chunk, keys, seeds, sharded)
+
+
+def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
+    """Trains ``agent`` with ``config`` on ``run.env``; returns the logged rows.
+
+    Raises:
+      UserError: bad settings, a run directory that conflicts with ``resume``,
+        an unreadable checkpoint, or non-finite values during training (the
+        last good checkpoint is kept).
+    """
+    trainer = build(agent, config, run)
+    keys, seeds, sharded = trainer.keys, trainer.seeds, trainer.sharding
 
     os.makedirs(run.logdir, exist_ok=True)
     ckpt = checkpoint.Checkpointer(os.path.join(run.logdir, "checkpoints"))
     settings = logging_utils.settings(agent, config, run)
     step, wall_offset = 0, 0.0
     if ckpt.latest_step() is not None and not run.resume:
+        ckpt.close()
         raise UserError(
             f"{run.logdir} already holds a run; pass --resume to continue it or choose "
             "another --logdir"
         )
     if run.resume and ckpt.latest_step() is not None:
         logging_utils.check_resumable(run.logdir, settings)
-        abstract = jax.eval_shape(init_fn, keys)
+        abstract = jax.eval_shape(trainer.init, keys)
         abstract = jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharded), abstract
         )
         try:
             state, step, wall_offset = ckpt.restore(abstract)
         except Exception as e:  # orbax raises many types for damaged files
+            ckpt.close()
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise UserError(
-                f"cannot read checkpoint in {ckpt.directory}: {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}"
+                f"cannot read the checkpoint in {ckpt.directory} ({type(e).__name__}: {first})"
             ) from None
     else:
-        state = init_fn(keys)
+        state = trainer.init(keys)
     logging_utils.write_settings(run.logdir, settings)
     writer = logging_utils.MetricsWriter(os.path.join(run.logdir, "metrics.csv"), keep_until=step)
 
-    step_arg = jnp.asarray(step, jnp.int32)
-    compiled_chunk = chunk_fn.lower(state, step_arg).compile()
-    compiled_eval = eval_fn.lower(state, keys).compile()
+    steps_per_chunk = trainer.steps_per_chunk
+    compiled_chunk = trainer.chunk.lower(state, jnp.asarray(step, jnp.int32)).compile()
+    compiled_eval = trainer.evaluate.lower(state, keys).compile()
 
     bar = logging_utils.progress_bar(run.total_steps, step, enabled=run.progress)
     rows: list[dict] = []
     train_start = time.perf_counter() - wall_offset
-    sps = float("nan")
-    returns_sum = np.zeros(run.num_seeds)
-    returns_count = np.zeros(run.num_seeds)
-    metrics_acc: list[Any] = []
+    window = logging_utils.Window(run.num_seeds)
     try:
         while step < run.total_steps:
             t0 = time.perf_counter()
@@ -183,34 +211,28 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
             chunk_metrics = jax.device_get(chunk_metrics)
             sps = steps_per_chunk / (time.perf_counter() - t0)
             step += steps_per_chunk
-            metrics_acc.append(chunk_metrics.agent)
-            returns_sum += chunk_metrics.episode_return_sum
-            returns_count += chunk_metrics.episodes
+            window.add(chunk_metrics)
             bar.update(steps_per_chunk)
             if step % run.eval_every and step != run.total_steps:
                 continue
             eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
             eval_returns = np.asarray(compiled_eval(state, eval_keys))
-            agent_metrics = jax.tree_util.tree_map(lambda *m: np.mean(m, axis=0), *metrics_acc)
+            agent_metrics = window.agent_means()
             _check_finite(agent_metrics, eval_returns, step, ckpt)
-            wall = time.perf_counter() - train_start
             new_rows = logging_utils.rows(
                 step=step,
                 seeds=seeds,
                 eval_returns=eval_returns,
-                wall_time=wall,
+                wall_time=time.perf_counter() - train_start,
                 sps=sps,
-                train_returns=returns_sum / np.maximum(returns_count, 1),
-                train_episodes=returns_count,
+                train_returns=window.train_returns(),
                 agent_metrics=agent_metrics,
             )
             writer.write(new_rows)
             rows.extend(new_rows)
-            ckpt.save(step, state, wall)
+            ckpt.save(step, state, new_rows[0]["wall_time"])
             bar.set_postfix(ret=f"{np.mean(eval_returns):.1f}", sps=f"{sps:.0f}")
-            metrics_acc.clear()
-            returns_sum[:] = 0
-            returns_count[:] = 0
+            window = logging_utils.Window(run.num_seeds)
     finally:
         bar.close()
         ckpt.close()
@@ -218,7 +240,9 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
 
 
 def _check_finite(agent_metrics: dict, eval_returns: np.ndarray, step: int, ckpt) -> None:
-    bad = [k for k, v in agent_metrics.items() if not np.all(np.isfinite(v))]
+    # NaN marks "no learning yet" only where it is in every seed's warm-up window,
+    # which agent_means reports as None.
+    bad = [k for k, v in agent_metrics.items() if v is not None and not np.all(np.isfinite(v))]
     if not np.all(np.isfinite(eval_returns)):
         bad.append("eval_return")
     if bad:
