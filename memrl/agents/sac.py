@@ -14,7 +14,6 @@ them with their own batches and weights:
   (eq. 18), optimized over ``log alpha``.
 """
 
-
 # No `from __future__ import annotations` here: ml_collections reads Config field
 # types at runtime to parse --config.<field> flags.
 import dataclasses
@@ -331,6 +330,9 @@ def train_step(
     learner, metrics = jax.lax.cond(
         step >= config.warmup_steps, learn, skip_update(learn), state.learner
     )
+    metrics["count/policy_updates"] = jnp.where(
+        step >= config.warmup_steps, config.updates_per_step, 0
+    ).astype(jnp.int32)
     return AgentState(learner=learner, buffer=buffer), metrics
 
 
@@ -344,7 +346,7 @@ def skip_update(learn):
     return skip
 
 
-def periodic(state: AgentState, key: jax.Array) -> AgentState:
+def periodic(state: AgentState, key: jax.Array, step: jax.Array) -> tuple[AgentState, dict]:
     """SAC has no periodic work."""
-    del key
-    return state
+    del key, step
+    return state, {}

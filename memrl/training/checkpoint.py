@@ -11,7 +11,8 @@ import orbax.checkpoint as ocp
 class Checkpointer:
     """Keeps the two newest checkpoints of a run under ``directory``.
 
-    Each holds the runner state, the env-step count and the wall time so far,
+    Each holds the runner state, the env-step count, the wall time and the
+    cumulative counters so far,
     so a resumed run continues to the numbers an uninterrupted one reaches.
     """
 
@@ -25,18 +26,19 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, wall_time: float) -> None:
+    def save(self, step: int, state: Any, extra: dict) -> None:
+        """Saves ``state`` (arrays) and ``extra`` (JSON: wall time, counters)."""
         self._manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                extra=ocp.args.JsonSave({"wall_time": float(wall_time), "step": int(step)}),
+                extra=ocp.args.JsonSave({**extra, "step": int(step)}),
             ),
         )
         self._manager.wait_until_finished()
 
-    def restore(self, abstract_state: Any) -> tuple[Any, int, float]:
-        """Returns ``(state, step, wall_time)`` of the newest checkpoint."""
+    def restore(self, abstract_state: Any) -> tuple[Any, int, dict]:
+        """Returns ``(state, step, extra)`` of the newest checkpoint."""
         step = self._manager.latest_step()
         restored = self._manager.restore(
             step,
@@ -45,7 +47,7 @@ class Checkpointer:
                 extra=ocp.args.JsonRestore(),
             ),
         )
-        return restored["state"], int(step), float(restored["extra"]["wall_time"])
+        return restored["state"], int(step), dict(restored["extra"])
 
     def close(self) -> None:
         self._manager.close()

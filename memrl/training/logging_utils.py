@@ -93,6 +93,7 @@ def rows(
     sps: float,
     train_returns: np.ndarray,
     agent_metrics: dict,
+    counts: dict | None = None,
 ) -> list[dict]:
     """One row per seed; ``eval_returns`` is ``[num_seeds, episodes]``; metrics
     that are ``None`` (no learning in the window) are left empty."""
@@ -106,6 +107,8 @@ def rows(
             "sps": round(float(sps), 2),
             "train_return": float(train_returns[i]),
         }
+        for key in sorted(counts or {}):
+            row[key.split("/", 1)[1]] = int(np.asarray(counts[key])[i])
         for key in sorted(agent_metrics):
             value = agent_metrics[key]
             row[key] = "" if value is None else float(np.asarray(value)[i])
@@ -117,6 +120,8 @@ class Window:
     """Accumulates chunk summaries between two log points (host side)."""
 
     def __init__(self, num_seeds: int):
+        self.periodic: dict[str, np.ndarray] = {}
+        self.counts: dict[str, np.ndarray] = {}
         self.sums: dict[str, np.ndarray] = {}
         self.learned = np.zeros(num_seeds)
         self.return_sum = np.zeros(num_seeds)
@@ -126,6 +131,9 @@ class Window:
         n = np.asarray(chunk.learned_steps, np.float64)
         for key, value in chunk.agent.items():
             self.sums[key] = self.sums.get(key, 0.0) + n * np.asarray(value, np.float64)
+        for key, value in chunk.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + np.asarray(value, np.int64)
+        self.periodic = {k: np.asarray(v) for k, v in chunk.periodic.items()}
         self.learned += n
         self.return_sum += chunk.episode_return_sum
         self.episodes += chunk.episodes

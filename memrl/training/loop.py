@@ -6,7 +6,13 @@ Data flow of one step (inside ``lax.scan``)::
     obs --act (or uniform warm-up)--> action --env.step--> next state
         --Transition(obs, action, reward, discount, terminal_obs)-->
         agent.train_step(state, transition, key, step)   # store, sample, update
-        agent.periodic(state, key) every ``periodic_every`` steps
+        agent.periodic(state, key, step) every ``periodic_every`` steps once the
+        warm-up is over (model training and rollouts in MBPO/MEMR/MAAC)
+
+Metric conventions: keys starting with ``count/`` (``count/policy_updates``,
+``count/model_rollouts``) are summed over the chunk (the host accumulates them
+into cumulative columns); other ``train_step`` metrics are averaged over the
+steps past the warm-up; ``periodic`` metrics keep their latest value.
 
 ``step`` (the global env-step count) is an unbatched scalar: every ``lax.cond``
 on it (warm-up, periodic work, the agent's own schedules) stays a real branch
@@ -34,11 +40,13 @@ class RunnerState(NamedTuple):
       agent: the agent's state (learner and its buffers).
       env: the batched training-environment state (``num_envs`` rows).
       key: the run's PRNG key, split once per step.
+      periodic_metrics: the latest metrics of ``agent.periodic``.
     """
 
     agent: PyTree
     env: brax_base.State
     key: jax.Array
+    periodic_metrics: dict
 
 
 class ChunkMetrics(NamedTuple):
@@ -46,12 +54,16 @@ class ChunkMetrics(NamedTuple):
 
     Attributes:
       agent: the agent's metrics averaged over the steps where it learned.
+      counts: ``count/*`` metrics summed over the chunk.
+      periodic: the latest ``periodic`` metrics.
       learned_steps: number of steps past the warm-up (the weight of ``agent``).
       episode_return_sum: summed returns of training episodes that ended.
       episodes: number of training episodes that ended.
     """
 
     agent: dict
+    counts: dict
+    periodic: dict
     learned_steps: jax.Array
     episode_return_sum: jax.Array
     episodes: jax.Array
@@ -60,9 +72,20 @@ class ChunkMetrics(NamedTuple):
 def init_state(agent: ModuleType, config: Any, env_spec: Any, train_env: Any, key: jax.Array):
     """A fresh ``RunnerState`` for one seed."""
     k_agent, k_env, k_run = jax.random.split(key, 3)
+    agent_state = agent.init(k_agent, env_spec, config)
+    shapes = jax.eval_shape(agent.periodic, agent_state, k_run, jnp.int32(0))[1]
     return RunnerState(
-        agent=agent.init(k_agent, env_spec, config), env=train_env.reset(k_env), key=k_run
+        agent=agent_state, env=train_env.reset(k_env), key=k_run, periodic_metrics=_zeros(shapes)
     )
+
+
+def _zeros(shapes: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _split_counts(metrics: dict) -> tuple[dict, dict]:
+    counts = {k: v for k, v in metrics.items() if k.startswith("count/")}
+    return {k: v for k, v in metrics.items() if k not in counts}, counts
 
 
 def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int, length: int):
@@ -98,23 +121,43 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
             next_obs=next_env.info["terminal_obs"],
         )
         agent_state, metrics = agent.train_step(state.agent, transition, k_train, step)
+        metrics, counts = _split_counts(metrics)
+        periodic_metrics = state.periodic_metrics
         if period:
-            due = (step + num_envs) % period < num_envs
-            agent_state = jax.lax.cond(due, agent.periodic, lambda s, k: s, agent_state, k_periodic)
+            # Due after the step that completes a multiple of the period, from
+            # the end of the warm-up on.
+            done_steps = step + num_envs
+            due = (done_steps % period < num_envs) & (done_steps >= warmup)
+
+            def skip(s, k, t):
+                return s, periodic_metrics
+
+            agent_state, new = jax.lax.cond(
+                due, agent.periodic, skip, agent_state, k_periodic, step
+            )
+            periodic_metrics, periodic_counts = _split_counts(new)
+            new_counts = jax.tree_util.tree_map(lambda c: c * due, periodic_counts)
+            counts = {**counts, **new_counts}
+            periodic_metrics = {**periodic_metrics, **periodic_counts}
         ep = next_env.info["episode_metrics"]["sum_reward"]
-        out = (metrics, jnp.sum(ep * done), jnp.sum(done), step >= warmup)
-        return RunnerState(agent=agent_state, env=next_env, key=key), out
+        out = (metrics, counts, jnp.sum(ep * done), jnp.sum(done), step >= warmup)
+        next_state = RunnerState(
+            agent=agent_state, env=next_env, key=key, periodic_metrics=periodic_metrics
+        )
+        return next_state, out
 
     def chunk(state: RunnerState, step0: jax.Array):
         ts = step0 // num_envs + jnp.arange(length, dtype=jnp.int32)
-        state, (metrics, ret, episodes, learned) = jax.lax.scan(body, state, ts)
+        state, (metrics, counts, ret, episodes, learned) = jax.lax.scan(body, state, ts)
         w = learned.astype(jnp.float32)
         n = jnp.sum(w)
         mean = jax.tree_util.tree_map(
             lambda m: jnp.tensordot(w, m.astype(jnp.float32), axes=1) / jnp.maximum(n, 1.0),
             metrics,
         )
-        return state, ChunkMetrics(mean, n, jnp.sum(ret), jnp.sum(episodes))
+        totals = jax.tree_util.tree_map(lambda c: jnp.sum(c, axis=0), counts)
+        periodic, _ = _split_counts(state.periodic_metrics)
+        return state, ChunkMetrics(mean, totals, periodic, n, jnp.sum(ret), jnp.sum(episodes))
 
     return chunk
 

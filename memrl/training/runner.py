@@ -170,7 +170,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     os.makedirs(run.logdir, exist_ok=True)
     ckpt = checkpoint.Checkpointer(os.path.join(run.logdir, "checkpoints"))
     settings = logging_utils.settings(agent, config, run)
-    step, wall_offset = 0, 0.0
+    step, extra = 0, {"wall_time": 0.0, "counts": {}}
     if ckpt.latest_step() is not None and not run.resume:
         ckpt.close()
         raise UserError(
@@ -184,7 +184,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharded), abstract
         )
         try:
-            state, step, wall_offset = ckpt.restore(abstract)
+            state, step, extra = ckpt.restore(abstract)
         except Exception as e:  # orbax raises many types for damaged files
             ckpt.close()
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -202,7 +202,8 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
 
     bar = logging_utils.progress_bar(run.total_steps, step, enabled=run.progress)
     rows: list[dict] = []
-    train_start = time.perf_counter() - wall_offset
+    train_start = time.perf_counter() - extra["wall_time"]
+    totals = {k: np.asarray(v, np.int64) for k, v in extra.get("counts", {}).items()}
     window = logging_utils.Window(run.num_seeds)
     try:
         while step < run.total_steps:
@@ -217,8 +218,10 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
                 continue
             eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
             eval_returns = np.asarray(compiled_eval(state, eval_keys))
-            agent_metrics = window.agent_means()
+            agent_metrics = {**window.agent_means(), **window.periodic}
             _check_finite(agent_metrics, eval_returns, step, ckpt)
+            for key, value in window.counts.items():
+                totals[key] = totals.get(key, 0) + value
             new_rows = logging_utils.rows(
                 step=step,
                 seeds=seeds,
@@ -227,10 +230,18 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
                 sps=sps,
                 train_returns=window.train_returns(),
                 agent_metrics=agent_metrics,
+                counts=totals,
             )
             writer.write(new_rows)
             rows.extend(new_rows)
-            ckpt.save(step, state, new_rows[0]["wall_time"])
+            ckpt.save(
+                step,
+                state,
+                {
+                    "wall_time": new_rows[0]["wall_time"],
+                    "counts": {k: v.tolist() for k, v in totals.items()},
+                },
+            )
             bar.set_postfix(ret=f"{np.mean(eval_returns):.1f}", sps=f"{sps:.0f}")
             window = logging_utils.Window(run.num_seeds)
     finally:
