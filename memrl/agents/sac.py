@@ -17,6 +17,7 @@ them with their own batches and weights:
 # No `from __future__ import annotations` here: ml_collections reads Config field
 # types at runtime to parse --config.<field> flags.
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct as struct
@@ -301,6 +302,35 @@ def update(
     return learner, {**critic_metrics, **actor_metrics}
 
 
+def repeated_updates(
+    learner: Learner,
+    sample_batch: Callable[[jax.Array], tuple[Transition, jax.Array | None]],
+    key: jax.Array,
+    num_updates: int,
+    active: jax.Array,
+) -> tuple[Learner, dict]:
+    """``num_updates`` calls of ``update`` on batches ``sample_batch(key) ->
+    (batch, weights or None)`` when ``active``, else nothing (zero metrics).
+
+    Shared by every agent that learns with SAC (SAC, MBPO, MEMR, MAAC). Adds
+    ``count/policy_updates``. Keep ``active`` unbatched under ``vmap`` (a
+    function of the global step) so the ``lax.cond`` stays a real branch.
+    """
+
+    def learn(learner: Learner) -> tuple[Learner, dict]:
+        def one(learner, k):
+            k_sample, k_update = jax.random.split(k)
+            batch, weights = sample_batch(k_sample)
+            return update(learner, batch, k_update, weights)
+
+        learner, metrics = jax.lax.scan(one, learner, jax.random.split(key, num_updates))
+        return learner, jax.tree_util.tree_map(jnp.mean, metrics)
+
+    learner, metrics = jax.lax.cond(active, learn, skip_update(learn), learner)
+    metrics["count/policy_updates"] = jnp.where(active, num_updates, 0).astype(jnp.int32)
+    return learner, metrics
+
+
 def train_step(
     state: AgentState, transition: Transition, key: jax.Array, step: jax.Array
 ) -> tuple[AgentState, dict]:
@@ -317,22 +347,12 @@ def train_step(
     config = state.learner.config
     buffer = buffer_lib.add(state.buffer, transition)
 
-    def learn(learner: Learner) -> tuple[Learner, dict]:
-        def one(learner, k):
-            k_sample, k_update = jax.random.split(k)
-            batch = buffer_lib.sample(buffer, k_sample, config.batch_size)
-            return update(learner, batch, k_update)
+    def sample_batch(k):
+        return buffer_lib.sample(buffer, k, config.batch_size), None
 
-        keys = jax.random.split(key, config.updates_per_step)
-        learner, metrics = jax.lax.scan(one, learner, keys)
-        return learner, jax.tree_util.tree_map(jnp.mean, metrics)
-
-    learner, metrics = jax.lax.cond(
-        step >= config.warmup_steps, learn, skip_update(learn), state.learner
+    learner, metrics = repeated_updates(
+        state.learner, sample_batch, key, config.updates_per_step, step >= config.warmup_steps
     )
-    metrics["count/policy_updates"] = jnp.where(
-        step >= config.warmup_steps, config.updates_per_step, 0
-    ).astype(jnp.int32)
     return AgentState(learner=learner, buffer=buffer), metrics
 
 

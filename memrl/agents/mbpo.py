@@ -1,0 +1,225 @@
+"""Model-based policy optimization (Janner et al. 2019, "When to Trust Your
+Model"), MEMR's baseline.
+
+Algorithm 2 of the MBPO paper, with DESIGN.md Sec. 6's settings:
+
+* every ``periodic_every`` (250) environment steps: train the ensemble on
+  ``D_env`` (``model_based.train_model``), then branch ``rollout_batch_size``
+  rollouts of length ``k`` from states drawn uniformly from ``D_env`` under
+  the current policy, and add every model transition to ``D_model``;
+* ``k`` follows MBPO's linear schedule ``[min_epoch, max_epoch, min_len,
+  max_len]`` over epochs of ``epoch_length`` steps;
+* ``D_model`` keeps the last ``model_retain_epochs`` epochs of rollouts
+  (a circular buffer sized for the longest rollouts);
+* after each environment step: ``updates_per_step`` SAC updates on batches
+  mixing ``real_ratio`` real and ``1 - real_ratio`` model transitions.
+
+Shapes stay static under ``jit``: rollouts always run ``rollout_max_length``
+steps inside a ``fori_loop`` with a traced trip count ``k``. A rollout whose
+predicted state terminates (known rule, ``memrl.envs.termination``) stores
+that terminal transition and restarts from a fresh real state, so every
+stored transition is valid (MBPO instead drops terminated rollouts, which
+makes the number of stored transitions data-dependent).
+"""
+
+# No `from __future__ import annotations`: ml_collections reads Config types.
+import dataclasses
+from typing import Any
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+
+from memrl.agents import model_based, sac
+from memrl.nets import dynamics
+from memrl.replay import buffer as buffer_lib
+from memrl.types import Transition
+
+# MBPO's per-task settings (paper App. C and the authors' configs):
+# (rollout schedule [min_epoch, max_epoch, min_len, max_len], target entropy,
+#  updates per step).
+_TASKS = {
+    "halfcheetah": ((20, 100, 1, 1), -3.0, 40),
+    "hopper": ((20, 100, 1, 15), -1.0, 20),
+    "walker2d": ((20, 100, 1, 1), -3.0, 20),
+    "ant": ((20, 100, 1, 25), -4.0, 20),
+    "humanoid": ((20, 300, 1, 25), -2.0, 20),
+}
+
+
+@dataclasses.dataclass(unsafe_hash=True)
+class Config(model_based.ModelConfig):
+    """MBPO settings; defaults from Janner et al. 2019 (App. C) and its code.
+
+    Attributes:
+      updates_per_step: SAC updates per environment step (G = 20).
+      real_ratio: fraction of each SAC batch drawn from real data (0.05).
+      rollout_batch_size: rollouts branched at each model training (10^5).
+      rollout_min_epoch, rollout_max_epoch, rollout_min_length,
+        rollout_max_length: the linear rollout-length schedule.
+      epoch_length: environment steps per epoch (1000).
+      model_retain_epochs: epochs of rollouts kept in ``D_model`` (1).
+      warmup_steps: initial uniform-random steps (5000).
+    """
+
+    updates_per_step: int = 20
+    real_ratio: float = 0.05
+    rollout_batch_size: int = 100_000
+    rollout_min_epoch: int = 20
+    rollout_max_epoch: int = 100
+    rollout_min_length: int = 1
+    rollout_max_length: int = 1
+    epoch_length: int = 1000
+    model_retain_epochs: int = 1
+    warmup_steps: int = 5000
+
+    @classmethod
+    def for_env(cls, env_name: str) -> "Config":
+        """MBPO's per-task table; small-scale settings for classic control."""
+        if env_name in _TASKS:
+            (e0, e1, k0, k1), entropy, g = _TASKS[env_name]
+            return cls(
+                env_name=env_name,
+                rollout_min_epoch=e0,
+                rollout_max_epoch=e1,
+                rollout_min_length=k0,
+                rollout_max_length=k1,
+                target_entropy=entropy,
+                updates_per_step=g,
+            )
+        # Not in the paper: sized so a CPU run finishes in minutes.
+        return cls(
+            env_name=env_name,
+            warmup_steps=1000,
+            updates_per_step=10,
+            rollout_batch_size=5000,
+            buffer_size=100_000,
+            model_members=5,
+            model_elites=3,
+            model_hidden_sizes=(200, 200, 200),
+            model_max_epochs=20,
+            real_ratio=0.1,
+        )
+
+
+@struct.dataclass
+class AgentState:
+    """SAC learner, the ensemble, and the two buffers MBPO owns.
+
+    Attributes:
+      learner: SAC parameters and optimizer states.
+      model: the ensemble (``memrl.nets.dynamics.ModelState``).
+      env_buffer: ``D_env``, real transitions.
+      model_buffer: ``D_model``, model transitions.
+    """
+
+    learner: sac.Learner
+    model: dynamics.ModelState
+    env_buffer: buffer_lib.BufferState
+    model_buffer: buffer_lib.BufferState
+
+
+def model_buffer_size(config: Config) -> int:
+    """Capacity of ``D_model``: retained epochs of the longest rollouts."""
+    per_epoch = max(config.epoch_length // config.periodic_every, 1)
+    return (
+        config.rollout_batch_size
+        * config.rollout_max_length
+        * per_epoch
+        * config.model_retain_epochs
+    )
+
+
+def init(key: jax.Array, env_spec: Any, config: Config) -> AgentState:
+    k_learner, k_model = jax.random.split(key)
+    obs_size, action_size = env_spec.observation_size, env_spec.action_size
+    example = sac.example_transition(obs_size, action_size)
+    return AgentState(
+        learner=sac.init_learner(k_learner, obs_size, action_size, config),
+        model=model_based.init_model(k_model, env_spec, config),
+        env_buffer=buffer_lib.init(example, config.buffer_size),
+        model_buffer=buffer_lib.init(example, model_buffer_size(config)),
+    )
+
+
+def act(state: AgentState, obs: jax.Array, key: jax.Array, deterministic: bool = False):
+    return sac.act(state.learner, obs, key, deterministic)
+
+
+update = sac.update
+
+
+def rollout_length(config: Config, step: jax.Array) -> jax.Array:
+    """MBPO's schedule: ``k`` grows linearly from ``min_len`` at ``min_epoch``
+    to ``max_len`` at ``max_epoch`` (int32 scalar)."""
+    epoch = step // config.epoch_length
+    span = max(config.rollout_max_epoch - config.rollout_min_epoch, 1)
+    frac = jnp.clip((epoch - config.rollout_min_epoch) / span, 0.0, 1.0)
+    k = config.rollout_min_length + frac * (config.rollout_max_length - config.rollout_min_length)
+    return jnp.floor(k).astype(jnp.int32)
+
+
+def rollout(
+    state: AgentState, key: jax.Array, length: jax.Array
+) -> tuple[buffer_lib.BufferState, jax.Array]:
+    """Branches ``rollout_batch_size`` rollouts of ``length`` steps from real
+    states and appends them to ``D_model``; returns the buffer and the number
+    of model transitions generated."""
+    config = state.learner.config
+    n = config.rollout_batch_size
+    k_start, k_loop = jax.random.split(key)
+    obs = buffer_lib.sample(state.env_buffer, k_start, n).obs
+
+    def body(i, carry):
+        obs, model_buffer = carry
+        k_step, k_restart = jax.random.split(jax.random.fold_in(k_loop, i))
+        out = model_based.model_step(state.learner, state.model, obs, k_step, config.env_name)
+        model_buffer = buffer_lib.add(model_buffer, out.transition)
+        fresh = buffer_lib.sample(state.env_buffer, k_restart, n).obs
+        obs = jnp.where(out.done[:, None], fresh, out.transition.next_obs)
+        return obs, model_buffer
+
+    _, model_buffer = jax.lax.fori_loop(0, length, body, (obs, state.model_buffer))
+    return model_buffer, length * n
+
+
+def periodic(state: AgentState, key: jax.Array, step: jax.Array) -> tuple[AgentState, dict]:
+    """Trains the model on ``D_env``, then fills ``D_model`` with new rollouts."""
+    k_train, k_roll = jax.random.split(key)
+    model, metrics = model_based.train_model(state.model, state.env_buffer, k_train)
+    state = state.replace(model=model)
+    length = rollout_length(state.learner.config, step)
+    model_buffer, generated = rollout(state, k_roll, length)
+    metrics = {
+        **metrics,
+        "rollout/length": length.astype(jnp.float32),
+        "count/model_rollouts": generated.astype(jnp.int32),
+    }
+    return state.replace(model_buffer=model_buffer), metrics
+
+
+def sample_batch(state: AgentState, key: jax.Array) -> Transition:
+    """``real_ratio`` of the batch from ``D_env``, the rest from ``D_model``."""
+    config = state.learner.config
+    n_real = int(round(config.batch_size * config.real_ratio))
+    k_real, k_model = jax.random.split(key)
+    real = buffer_lib.sample(state.env_buffer, k_real, n_real)
+    model = buffer_lib.sample(state.model_buffer, k_model, config.batch_size - n_real)
+    return model_based.mix_batches(real, model)
+
+
+def train_step(
+    state: AgentState, transition: Transition, key: jax.Array, step: jax.Array
+) -> tuple[AgentState, dict]:
+    """Stores the real transition; past the warm-up, ``updates_per_step`` SAC
+    updates on mixed real/model batches."""
+    config = state.learner.config
+    state = state.replace(env_buffer=buffer_lib.add(state.env_buffer, transition))
+    learner, metrics = sac.repeated_updates(
+        state.learner,
+        lambda k: (sample_batch(state, k), None),
+        key,
+        config.updates_per_step,
+        step >= config.warmup_steps,
+    )
+    return state.replace(learner=learner), metrics
