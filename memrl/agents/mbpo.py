@@ -186,7 +186,9 @@ def rollout(
 def periodic(state: AgentState, key: jax.Array, step: jax.Array) -> tuple[AgentState, dict]:
     """Trains the model on ``D_env``, then fills ``D_model`` with new rollouts."""
     k_train, k_roll = jax.random.split(key)
-    model, metrics = model_based.train_model(state.model, state.env_buffer, k_train)
+    model, metrics = model_based.train_model(
+        state.model, state.env_buffer, k_train, state.learner.config
+    )
     state = state.replace(model=model)
     length = rollout_length(state.learner.config, step)
     model_buffer, generated = rollout(state, k_roll, length)

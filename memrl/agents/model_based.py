@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from memrl.agents import sac
+from memrl.diagnostics import model_error
 from memrl.envs import termination
 from memrl.nets import dynamics
 from memrl.replay import buffer as buffer_lib
@@ -38,6 +39,8 @@ class ModelConfig(sac.Config):
       model_patience: early stop after this many epochs without improvement.
       model_holdout_fraction: validation fraction of the real data.
       model_normalize_targets: standardize the (delta, reward) targets.
+      model_error_horizon: k of the k-step model error logged before each
+        model fit (``memrl.diagnostics.model_error``); 0 turns it off.
       periodic_every: model training period in environment steps.
     """
 
@@ -54,6 +57,7 @@ class ModelConfig(sac.Config):
     model_patience: int = 5
     model_holdout_fraction: float = 0.2
     model_normalize_targets: bool = False
+    model_error_horizon: int = 5
     periodic_every: int = 250
 
 
@@ -82,10 +86,25 @@ def init_model(key: jax.Array, env_spec: Any, config: ModelConfig) -> dynamics.M
 
 
 def train_model(
-    model: dynamics.ModelState, env_buffer: buffer_lib.BufferState, key: jax.Array
+    model: dynamics.ModelState,
+    env_buffer: buffer_lib.BufferState,
+    key: jax.Array,
+    config: ModelConfig,
 ) -> tuple[dynamics.ModelState, dict]:
-    """Fits the ensemble to every real transition stored so far (max likelihood)."""
-    return dynamics.train(model, env_buffer.data, env_buffer.size, key)
+    """Measures the model on the real transitions gathered since its last fit
+    (held out from it), then fits it to every real transition stored so far."""
+    k_error, k_train = jax.random.split(key)
+    metrics = {}
+    horizon = config.model_error_horizon
+    if horizon and config.num_envs == 1:
+        window = model_error.recent(env_buffer, config.periodic_every)
+
+        def step_fn(obs, action, k):
+            return dynamics.step(model, obs, action, k)[0]
+
+        metrics = model_error.prediction_error(step_fn, window, k_error, horizon)
+    model, train_metrics = dynamics.train(model, env_buffer.data, env_buffer.size, k_train)
+    return model, {**metrics, **train_metrics}
 
 
 class Rollout(NamedTuple):
