@@ -1,0 +1,371 @@
+"""A wide, shallow sum tree that lives on the accelerator and never samples a zero leaf.
+
+This is the sampling engine of MEMR's prioritized replay: item ``i`` is drawn
+with probability ``p_i^alpha / sum_k p_k^alpha`` (MEMR eq. 3), where the tree
+stores ``p_i^alpha`` (see :mod:`memrl.replay.prioritized`). The tree itself
+only knows non-negative leaf values; ``sample`` draws leaf ``i`` with
+probability ``value_i / total``.
+
+API (pure functions over the ``SumTree`` pytree; all jit-able)::
+
+    tree = sum_tree.init(capacity)                       # all leaves zero
+    tree = sum_tree.update(tree, indices, values)        # batched, last wins
+    idx = sum_tree.sample(tree, key, batch_size)         # stratified
+    sum_tree.total(tree), sum_tree.get(tree, idx)
+
+Design
+------
+*Wide and shallow.* On CPU and GPU alike, at the sizes replay uses (2^14 to
+2^22 leaves), a sum tree round costs the number of sequential XLA operations,
+not the bytes it touches: a binary tree walks 20 dependent levels at 2^20
+leaves. This tree has a branching factor ``K`` (16 or 32, picked in ``init``
+from the capacity), so 2^20 leaves need 4 levels and 2^22 need 5. Levels are
+stored leaves-first as flat arrays, each padded with zeros to a multiple of
+``K``; node ``n`` of level ``l`` owns entries ``[n*K, (n+1)*K)`` of level
+``l - 1``. The top level is the root's children; ``total`` is their sum.
+
+*Update* writes the leaves and then, level by level, recomputes only the parents
+of the touched entries: gather their ``K`` children, sum them, scatter. Every
+internal entry is therefore always a float sum of its own current children,
+never an incrementally patched value (``+= delta`` updates drift and can leave
+a positive parent over all-zero children, or the reverse). Duplicate indices are
+resolved before writing: one sort of packed ``(index, position)`` keys finds
+the last occurrence of each index, the others are routed to distinct
+out-of-range slots and dropped, so every scatter has unique indices and the
+result is the same on every backend (no reliance on XLA's unspecified scatter
+order). Parents are sorted with the leaves, so their duplicates are adjacent
+and are dropped the same way.
+
+*Sample* is stratified (Schaul et al., 2016, App. B.2.1): target ``u_b = (b +
+U_b) * total / B`` for ``b < B``. Each level gathers the ``K`` children of the
+current node, forms their prefix sums with one small matmul against a
+triangular matrix of ones, and picks
+
+    the first child ``k`` with ``prefix_k > u`` and ``child_k > 0``;
+    if there is none (``u`` at or past the node's own sum by rounding),
+    the last child with ``child_k > 0``,
+
+then subtracts the prefix before that child from ``u`` and descends. The
+jitter ``U_b`` comes from Threefry-2x32 (the hash of JAX's default PRNG)
+applied to the key's words and the stratum number, written out so that XLA
+fuses it into one kernel: on CPU ``jax.random`` lowers Threefry to a
+5-iteration while loop that costs about as much as the whole descent.
+
+Why a zero leaf can never be returned, in float32 at any size
+-------------------------------------------------------------
+1. Stored values are non-negative: ``update`` stores values below the smallest
+   normal float (negatives, NaN, zeros and subnormals) as exactly ``0``.
+2. A float sum of non-negative numbers, in any order and with any rounding, is
+   zero exactly when every term is zero: rounding is monotone, so each partial
+   sum is at least its largest term. Since every internal entry is recomputed
+   as a sum of its current children, *an entry is positive iff it has a
+   positive child.*
+3. The descent only ever moves to a child that it has just read to be
+   positive (both branches of the rule above test ``child_k > 0``), and a
+   positive node has a positive child by (2). By induction from the root,
+   whose children sum to ``total``, every sample lands on a positive leaf
+   whenever ``total > 0``. Rounding in the prefix sums, in ``total`` or in
+   ``u`` can only shift a draw between positive siblings; it cannot reach a
+   zero one.
+4. Padding leaves and leaves ``>= capacity`` are never written (``update``
+   drops such indices), so they stay zero and are never sampled: every index
+   is in ``[0, capacity)``.
+
+Plain float32 prefix sums fail where (3) is missing: a target that rounds to a
+boundary, or a parent that drifted above the sum of its children, walks into
+an empty subtree. With ``total == 0`` there is nothing to sample and ``sample``
+returns index 0.
+
+Speed (``python -m benchmarks.sum_tree_speed``, one round = update 400 random
+leaves then draw 400 stratified samples, 2-core CPU, jax 0.10.2, same run):
+
+    =====  ==================  ===================
+    2^20   rounds/s per call   rounds/s in a scan
+    =====  ==================  ===================
+    memrl  see benchmark       see benchmark
+    =====  ==================  ===================
+
+The measured table lives in the benchmark script's docstring.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+__all__ = ["SumTree", "init", "update", "sample", "total", "get"]
+
+# Branching factors: the smallest that keeps the tree at most this many levels
+# deep (leaves included). Measured on a 2-core CPU: 16 is fastest up to 2^20
+# leaves (4 levels), and at 2^22 a fifth level of 16 is cheaper than widening.
+_BRANCHINGS = (16, 32)
+_MAX_TOP = 64  # the top level (the root's children) may be up to this wide
+
+
+@struct.dataclass
+class SumTree:
+    """Sum tree state.
+
+    Attributes:
+      levels: tuple of 1-D arrays, leaves first. ``levels[0]`` holds the leaf
+        values (zero-padded to a multiple of ``branching``); entry ``n`` of
+        ``levels[l]`` is the sum of entries ``[n*K, (n+1)*K)`` of
+        ``levels[l-1]``. ``levels[-1]`` holds the root's children.
+      capacity: number of usable leaves (static).
+      branching: ``K``, the number of children per node (static).
+    """
+
+    levels: tuple[jax.Array, ...]
+    capacity: int = struct.field(pytree_node=False)
+    branching: int = struct.field(pytree_node=False)
+
+
+def _level_sizes(capacity: int, branching: int) -> list[int]:
+    sizes = [math.ceil(capacity / branching) * branching]
+    while sizes[-1] > _MAX_TOP:
+        parents = sizes[-1] // branching
+        sizes.append(math.ceil(parents / branching) * branching)
+    return sizes
+
+
+def _default_branching(capacity: int) -> int:
+    del capacity
+    return _BRANCHINGS[0]
+
+
+def init(capacity: int, dtype=jnp.float32) -> SumTree:
+    """Returns a sum tree with ``capacity`` leaves, all zero.
+
+    Args:
+      capacity: number of leaves; any positive integer.
+      dtype: floating dtype of the stored values.
+    """
+    capacity = int(capacity)
+    if capacity <= 0:
+        raise ValueError(f"capacity must be positive, got {capacity}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be floating, got {dtype}")
+    k = _default_branching(capacity)
+    levels = tuple(jnp.zeros((n,), dtype) for n in _level_sizes(capacity, k))
+    return SumTree(levels=levels, capacity=capacity, branching=k)
+
+
+def total(tree: SumTree) -> jax.Array:
+    """Returns the sum of all leaves (a scalar of the tree's dtype)."""
+    return jnp.sum(tree.levels[-1])
+
+
+def get(tree: SumTree, indices: jax.Array) -> jax.Array:
+    """Returns the leaf values at ``indices`` (any shape); 0 outside ``[0, capacity)``."""
+    indices = jnp.asarray(indices)
+    valid = (indices >= 0) & (indices < tree.capacity)
+    vals = tree.levels[0].at[jnp.where(valid, indices, 0)].get(mode="promise_in_bounds")
+    return jnp.where(valid, vals, jnp.zeros((), vals.dtype))
+
+
+def _last_occurrence(indices: jax.Array, capacity: int):
+    """Sorts ``indices`` and marks the last occurrence (in batch order) of each.
+
+    Returns ``(sorted_indices, positions, is_last)``; ``positions[i]`` is where
+    ``sorted_indices[i]`` was in the batch. Indices outside ``[0, capacity)``
+    are mapped to ``capacity`` and never marked.
+    """
+    b = indices.shape[0]
+    valid = (indices >= 0) & (indices < capacity)
+    idx = jnp.where(valid, indices, capacity).astype(jnp.uint32)
+    pos = jnp.arange(b, dtype=jnp.uint32)
+    if (capacity + 1) * b <= 2**32:
+        # One single-key sort of packed keys (distinct, so stability is moot):
+        # on XLA:CPU several times faster than a stable or multi-operand sort.
+        keys = jax.lax.sort(idx * jnp.uint32(b) + pos, is_stable=False)
+        sorted_idx = keys // jnp.uint32(b)
+        sorted_pos = keys % jnp.uint32(b)
+    else:
+        sorted_idx, sorted_pos = jax.lax.sort((idx, pos), num_keys=2)
+    sorted_idx = sorted_idx.astype(jnp.int32)
+    is_last = jnp.concatenate([sorted_idx[1:] != sorted_idx[:-1], jnp.ones((1,), bool)])
+    is_last = is_last & (sorted_idx < capacity)
+    return sorted_idx, sorted_pos.astype(jnp.int32), is_last
+
+
+def update(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:
+    """Sets ``leaf[indices[i]] = values[i]`` and recomputes the affected sums.
+
+    With duplicate indices the last occurrence in the batch wins, on every
+    backend. Indices outside ``[0, capacity)`` are ignored. Values should be
+    finite and non-negative; negatives, NaN and values below the smallest
+    normal float are stored as 0 (never sampled).
+
+    Args:
+      tree: the tree.
+      indices: integer array of leaf indices (any shape; flattened).
+      values: values of the same shape as ``indices`` (or broadcastable to it).
+
+    Returns:
+      The updated tree. Under ``jit`` with the tree donated, the levels are
+      updated in place.
+    """
+    k = tree.branching
+    indices = jnp.asarray(indices).reshape(-1)
+    b = indices.shape[0]
+    if b == 0:
+        return tree
+    dtype = tree.levels[0].dtype
+    values = jnp.broadcast_to(jnp.asarray(values, dtype), jnp.asarray(indices).shape)
+    values = values.reshape(-1)
+    sorted_idx, sorted_pos, is_last = _last_occurrence(indices, tree.capacity)
+    vals = values[sorted_pos]
+    vals = jnp.where(vals >= jnp.finfo(dtype).tiny, vals, jnp.zeros((), dtype))
+    # Entries that must not be written go to distinct out-of-range slots, so
+    # each scatter has unique indices (deterministic, no atomics on GPU).
+    # Losing duplicates go to distinct out-of-range slots and are dropped, so
+    # the leaf scatter has unique indices: deterministic, no atomics on GPU.
+    n0 = tree.levels[0].shape[0]
+    spare = n0 + jnp.arange(b, dtype=jnp.int32)
+    leaves = tree.levels[0].at[jnp.where(is_last, sorted_idx, spare)].set(
+        vals, mode="drop", unique_indices=True
+    )
+    new_levels = [leaves]
+    node = jnp.minimum(sorted_idx, n0 - 1)
+    for level in tree.levels[1:]:
+        node = node // k
+        sums = _row_sums(new_levels[-1].reshape(-1, k)[node])
+        # A parent touched several times gets the same sum, computed by the
+        # same code from the same children, from every copy: any write order
+        # gives the same bits.
+        new_levels.append(level.at[node].set(sums, mode="promise_in_bounds"))
+    return tree.replace(levels=tuple(new_levels))
+
+
+def _row_sums(rows: jax.Array) -> jax.Array:
+    # Written as a chain of column adds (left to right) rather than jnp.sum:
+    # XLA:CPU then fuses the gather of the rows and the sum into one loop
+    # instead of a gather followed by a separate reduction kernel.
+    total = rows[:, 0]
+    for c in range(1, rows.shape[1]):
+        total = total + rows[:, c]
+    return total
+
+
+def _triangular(n: int, dtype) -> jax.Array:
+    # upper[i, j] = 1 for i <= j: x @ upper is the inclusive prefix sum of x.
+    return jnp.asarray(np.triu(np.ones((n, n))), dtype)
+
+
+def _prefix_sums(rows: jax.Array) -> jax.Array:
+    n = rows.shape[-1]
+    return jnp.matmul(rows, _triangular(n, rows.dtype), precision=jax.lax.Precision.HIGHEST)
+
+
+def _choose_child(children: jax.Array, prefix: jax.Array, u: jax.Array):
+    """Picks a positive child for each target; returns ``(child, u - prefix before it)``.
+
+    The first child whose prefix sum exceeds ``u`` among the positive ones, or
+    else the last positive child. Only children read as positive are ever
+    chosen (the guarantee in the module docstring rests on this).
+
+    Args:
+      children: ``[B or 1, K]`` child values.
+      prefix: ``[B or 1, K]`` inclusive prefix sums of ``children``.
+      u: ``[B]`` targets.
+    """
+    k = children.shape[-1]
+    ar = jnp.arange(k, dtype=jnp.int32)
+    positive = children > 0
+    hit = positive & (prefix > u[:, None])
+    # One min-reduction does both rules: hits rank first (by position), then
+    # positive non-hits in reverse order, then zero children.
+    rank = jnp.where(hit, ar, jnp.where(positive, 2 * k - 1 - ar, 3 * k))
+    best = jnp.min(rank, axis=-1)
+    child = jnp.where(best < k, best, jnp.maximum(2 * k - 1 - best, 0))
+    before = jnp.broadcast_to(prefix - children, (u.shape[0], k))
+    offset = jnp.take_along_axis(before, child[:, None], axis=1)[:, 0]
+    return child, u - offset
+
+
+def _descend(tree: SumTree, u: jax.Array) -> jax.Array:
+    """Leaf index for each target ``u`` in ``[0, total)`` (see module docstring)."""
+    k = tree.branching
+    top = tree.levels[-1][None, :]
+    node, u = _choose_child(top, _prefix_sums(top), u)
+    for level in tree.levels[-2::-1]:
+        children = level.reshape(-1, k)[node]
+        child, u = _choose_child(children, _prefix_sums(children), u)
+        node = node * k + child
+    return node
+
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _rotl(x: jax.Array, r: int) -> jax.Array:
+    return (x << jnp.uint32(r)) | (x >> jnp.uint32(32 - r))
+
+
+def _threefry2x32(k0, k1, x0, x1):
+    """Threefry-2x32 with 20 rounds (Salmon et al., 2011), fully unrolled."""
+    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
+    x0 = x0 + ks[0]
+    x1 = x1 + ks[1]
+    for block in range(5):
+        for r in _ROTATIONS[block % 2]:
+            x0 = x0 + x1
+            x1 = _rotl(x1, r) ^ x0
+        x0 = x0 + ks[(block + 1) % 3]
+        x1 = x1 + ks[(block + 2) % 3] + jnp.uint32(block + 1)
+    return x0, x1
+
+
+def _key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    words = jnp.asarray(key).astype(jnp.uint32).reshape(-1)
+    k0, k1 = words[0], words[1] if words.shape[0] > 1 else jnp.uint32(0)
+    for i in range(2, words.shape[0]):  # fold wider keys (e.g. 'rbg') in
+        if i % 2 == 0:
+            k0 = k0 ^ words[i]
+        else:
+            k1 = k1 ^ words[i]
+    return k0, k1
+
+
+def _uniform(key: jax.Array, n: int, dtype) -> jax.Array:
+    """``n`` uniforms in ``[0, 1)`` from ``key``, as one fused kernel."""
+    k0, k1 = _key_words(key)
+    count = jnp.arange(n, dtype=jnp.uint32)
+    bits, _ = _threefry2x32(k0, k1, count, jnp.zeros_like(count))
+    # 23 random mantissa bits in [1, 2), minus one: exact, and < 1.
+    mantissa = (bits >> jnp.uint32(9)) | jnp.uint32(0x3F800000)
+    return (jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0).astype(dtype)
+
+
+def sample(tree: SumTree, key: jax.Array, batch_size: int) -> jax.Array:
+    """Draws ``batch_size`` leaf indices, leaf ``i`` with probability ``value_i / total``.
+
+    Stratified: ``[0, total)`` is cut into ``batch_size`` equal slices and one
+    target is drawn uniformly inside each (Schaul et al., 2016), so the
+    ``b``-th index comes from the ``b``-th slice of mass (indices are sorted by
+    leaf order, not shuffled). Each index is marginally distributed as
+    ``value / total`` only for a single stratum; over the batch, the count of
+    leaf ``i`` has mean ``batch_size * value_i / total``.
+
+    Never returns a leaf whose value is zero, nor an index outside
+    ``[0, capacity)``, whatever the rounding (see the module docstring); if
+    ``total == 0`` every index is 0.
+
+    Args:
+      tree: the tree.
+      key: a PRNG key (raw ``uint32[2]`` or typed).
+      batch_size: number of indices (static).
+
+    Returns:
+      ``int32[batch_size]`` leaf indices.
+    """
+    dtype = tree.levels[0].dtype
+    stratum = jnp.arange(batch_size, dtype=dtype)
+    u = (stratum + _uniform(key, batch_size, dtype)) * (total(tree) / batch_size)
+    return _descend(tree, u)
