@@ -73,3 +73,42 @@ def test_sac_script_three_seeds_on_four_devices(tmp_path):
     assert plot.returncode == 0, plot.stderr
     with open(tmp_path / "c.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+TINY_MODEL = [
+    "--env=pendulum",
+    "--total_steps=300",
+    "--eval_every=150",
+    "--eval_episodes=2",
+    "--config.hidden_sizes=(16,16)",
+    "--config.batch_size=16",
+    "--config.warmup_steps=100",
+    "--config.periodic_every=50",
+    "--config.updates_per_step=2",
+    "--config.model_members=2",
+    "--config.model_elites=1",
+    "--config.model_hidden_sizes=(16,)",
+    "--config.model_max_epochs=2",
+    "--config.model_error_horizon=3",
+    "--noprogress",
+]
+
+
+@pytest.mark.parametrize(
+    "module,extra,rollouts",
+    [
+        ("experiments.mbpo", ["--config.rollout_batch_size=20"], 20 * 5),  # 5 fits x 20
+        ("experiments.memr", ["--config.rollouts_per_step=8"], 8 * 200),  # 200 steps x 8
+    ],
+)
+def test_model_based_scripts_end_to_end(tmp_path, module, extra, rollouts):
+    result = _script(module, *TINY_MODEL, *extra, f"--logdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1]
+    assert int(last["env_steps"]) == 300
+    assert int(last["policy_updates"]) == 2 * 200  # G x steps past the warm-up
+    assert int(last["model_rollouts"]) == rollouts
+    for column in ("model/val_mse", "model/mse_1", "model/w1_k", "loss/critic"):
+        assert float(last[column]) >= 0.0

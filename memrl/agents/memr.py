@@ -80,7 +80,8 @@ class Config(model_based.ModelConfig):
       model_dataset_size: capacity of D_model in transitions (Table 1).
       updates_per_step: G, SAC updates per environment step (5).
       buffer_size: capacity of D_env.
-      warmup_steps: initial uniform-random steps.
+      warmup_steps: initial uniform-random steps (not given by the paper; 1000
+        as in SAC's reference runs, so the model is first fit at step 1000).
     """
 
     rollouts_per_step: int = 400
@@ -97,7 +98,7 @@ class Config(model_based.ModelConfig):
     priority_max: float = 50.0
     model_dataset_size: int = 3_000_000
     updates_per_step: int = 5
-    warmup_steps: int = 5000
+    warmup_steps: int = 1000
     # The ensemble of the authors' code: 5 members, 4x512 ReLU + LayerNorm,
     # normalized deltas, batch 512, 10% validation.
     model_members: int = 5
