@@ -14,6 +14,7 @@ from test_s2vg import run_script
 from memrl import envs
 from memrl.agents import memb
 from memrl.agents import value_gradient as core
+from memrl.training import runner
 
 Spec = collections.namedtuple("Spec", "observation_size action_size")
 
@@ -114,6 +115,7 @@ def test_script_end_to_end(tmp_path):
     assert float(rows[-1]["policy_updates"]) == 2 * 200
 
 
+@pytest.mark.slow
 def test_script_with_true_model_and_alpha_zero(tmp_path):
     run_script(
         "experiments.memb",
@@ -122,3 +124,16 @@ def test_script_with_true_model_and_alpha_zero(tmp_path):
         "--config.alpha=0",
         "--config.exploration_noise=0.2",
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "env,steps,goal", [("pendulum", 10_000, -200.0), ("inverted_pendulum", 16_000, 900.0)]
+)
+def test_learns(tmp_path, env, steps, goal):
+    """Acceptance: pendulum within 10 epochs, inverted pendulum within 16 (MEMB Fig. 1)."""
+    run = runner.RunConfig(
+        env=env, total_steps=steps, eval_every=1000, logdir=str(tmp_path), progress=False
+    )
+    rows = runner.train(memb, memb.Config.for_env(env), run)
+    assert rows[-1]["eval_return"] >= goal

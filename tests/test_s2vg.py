@@ -11,9 +11,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from memrl.agents import s2vg
 from memrl.agents import value_gradient as core
+from memrl.training import runner
 from memrl.types import Transition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,3 +227,13 @@ def test_script_end_to_end(tmp_path):
     rows = run_script("experiments.s2vg", str(tmp_path / "run"), "--config.horizon=2")
     assert float(rows[-1]["policy_updates"]) == 2 * 200
     assert "model/mse_1" in rows[-1] and np.isfinite(float(rows[-1]["model/mse_1"]))
+
+
+@pytest.mark.slow
+def test_learns_pendulum(tmp_path):
+    """Acceptance: eval return >= -200 within 10,000 steps (S2VG Fig. 2a)."""
+    run = runner.RunConfig(
+        env="pendulum", total_steps=10_000, eval_every=1000, logdir=str(tmp_path), progress=False
+    )
+    rows = runner.train(s2vg, s2vg.Config.for_env("pendulum"), run)
+    assert rows[-1]["eval_return"] >= -200.0
