@@ -15,81 +15,95 @@ API (pure functions over the ``SumTree`` pytree; all jit-able)::
 
 Design
 ------
-*Wide and shallow.* On CPU and GPU alike, at the sizes replay uses (2^14 to
-2^22 leaves), a sum tree round costs the number of sequential XLA operations,
-not the bytes it touches: a binary tree walks 20 dependent levels at 2^20
-leaves. This tree has a branching factor ``K`` (16 or 32, picked in ``init``
-from the capacity), so 2^20 leaves need 4 levels and 2^22 need 5. Levels are
-stored leaves-first as flat arrays, each padded with zeros to a multiple of
-``K``; node ``n`` of level ``l`` owns entries ``[n*K, (n+1)*K)`` of level
-``l - 1``. The top level is the root's children; ``total`` is their sum.
+*Wide and shallow.* At the sizes replay uses (2^14 to 2^22 leaves) a sum tree
+round costs the number of dependent XLA operations, not the bytes it touches:
+a binary tree walks 20 levels one after the other at 2^20 leaves. This tree
+has 16 children per node: levels are flat arrays stored leaves-first, each
+zero-padded to a multiple of 16; node ``n`` of level ``l`` owns entries
+``[16 n, 16 n + 16)`` of level ``l - 1``, and the top level (at most 64 wide)
+holds the root's children. 2^20 leaves have 4 levels above them (2^16, 2^12,
+256, 16), 2^22 leaves 4 as well (2^18, 2^14, 1024, 64), so both an update and a
+draw take 5 steps instead of 20-22. Each step is a handful of fused XLA
+kernels whatever its width.
 
-*Update* writes the leaves and then, level by level, recomputes only the parents
-of the touched entries: gather their ``K`` children, sum them, scatter. Every
-internal entry is therefore always a float sum of its own current children,
-never an incrementally patched value (``+= delta`` updates drift and can leave
-a positive parent over all-zero children, or the reverse). Duplicate indices are
-resolved before writing: one sort of packed ``(index, position)`` keys finds
-the last occurrence of each index, the others are routed to distinct
-out-of-range slots and dropped, so every scatter has unique indices and the
-result is the same on every backend (no reliance on XLA's unspecified scatter
-order). Parents are sorted with the leaves, so their duplicates are adjacent
-and are dropped the same way.
+*Update* writes the leaves, then, level by level, recomputes only the parents
+of the touched entries: gather their 16 children, add them, scatter the sums.
+Every internal entry is therefore a float sum of its own current children,
+never an incrementally patched value (``+= delta`` updates drift, and can
+leave a positive parent over all-zero children). Duplicate leaf indices are
+resolved first: one sort of packed ``index * B + position`` keys (a single
+``uint32`` key sorts several times faster on XLA:CPU than a stable or
+multi-operand sort) finds the last occurrence of each index; the others are
+routed to distinct out-of-range slots and dropped, so the leaf scatter has
+unique indices and the same result on every backend, whatever order XLA
+applies scatter updates in. A parent touched several times receives, from
+every copy, the same sum computed by the same code from the same children, so
+its write order does not matter either.
 
-*Sample* is stratified (Schaul et al., 2016, App. B.2.1): target ``u_b = (b +
-U_b) * total / B`` for ``b < B``. Each level gathers the ``K`` children of the
-current node, forms their prefix sums with one small matmul against a
+*Sample* is stratified (Schaul et al., 2016): targets ``u_b = (b + U_b) * total
+/ B`` for ``b < B``. Each step gathers the 16 children of the current node for
+every target, forms their prefix sums with one small matmul against a
 triangular matrix of ones, and picks
 
-    the first child ``k`` with ``prefix_k > u`` and ``child_k > 0``;
-    if there is none (``u`` at or past the node's own sum by rounding),
-    the last child with ``child_k > 0``,
+    the first child ``k`` with ``prefix_k > u`` and ``child_k > 0``; if none
+    (``u`` at or past the node's own sum, by rounding), the last child with
+    ``child_k > 0``,
 
 then subtracts the prefix before that child from ``u`` and descends. The
-jitter ``U_b`` comes from Threefry-2x32 (the hash of JAX's default PRNG)
-applied to the key's words and the stratum number, written out so that XLA
-fuses it into one kernel: on CPU ``jax.random`` lowers Threefry to a
-5-iteration while loop that costs about as much as the whole descent.
+jitter ``U_b`` is Threefry-2x32 (the hash behind ``jax.random``) of the key
+and ``b``, written out as plain integer ops: on CPU ``jax.random`` lowers
+Threefry to a 5-iteration while loop, whose per-iteration overhead costs more
+than the hash.
 
 Why a zero leaf can never be returned, in float32 at any size
 -------------------------------------------------------------
-1. Stored values are non-negative: ``update`` stores values below the smallest
-   normal float (negatives, NaN, zeros and subnormals) as exactly ``0``.
+1. Stored values are non-negative and normal: ``update`` stores values below
+   the smallest normal float (negatives, NaN, zeros and subnormals, which
+   flush-to-zero arithmetic would treat as zero anyway) as exactly ``0``.
 2. A float sum of non-negative numbers, in any order and with any rounding, is
-   zero exactly when every term is zero: rounding is monotone, so each partial
-   sum is at least its largest term. Since every internal entry is recomputed
-   as a sum of its current children, *an entry is positive iff it has a
-   positive child.*
+   zero exactly when all its terms are: rounding is monotone, so each partial
+   sum is at least its largest term. Every internal entry is such a sum of its
+   current children, so *an entry is positive iff one of its children is*.
 3. The descent only ever moves to a child that it has just read to be
-   positive (both branches of the rule above test ``child_k > 0``), and a
-   positive node has a positive child by (2). By induction from the root,
-   whose children sum to ``total``, every sample lands on a positive leaf
-   whenever ``total > 0``. Rounding in the prefix sums, in ``total`` or in
-   ``u`` can only shift a draw between positive siblings; it cannot reach a
-   zero one.
-4. Padding leaves and leaves ``>= capacity`` are never written (``update``
-   drops such indices), so they stay zero and are never sampled: every index
-   is in ``[0, capacity)``.
+   positive: both branches of the rule above require ``child_k > 0``. The
+   root's children sum to ``total``, so if ``total > 0`` one is positive; a
+   positive node has a positive child by (2); by induction every draw ends on a
+   positive leaf. Rounding in the prefix sums, in ``total`` or in ``u`` (even a
+   NaN or infinite target) only decides *which* positive child is taken.
+4. Padding leaves and indices ``>= capacity`` are never written (``update``
+   drops such indices), so they stay zero and, by (3), are never returned.
 
-Plain float32 prefix sums fail where (3) is missing: a target that rounds to a
-boundary, or a parent that drifted above the sum of its children, walks into
-an empty subtree. With ``total == 0`` there is nothing to sample and ``sample``
-returns index 0.
+A descent that trusts float32 prefix sums alone breaks (3): a target rounded
+onto a boundary, or a parent that drifted above the sum of its children,
+walks into a zero leaf or an empty subtree. With ``total == 0`` there is
+nothing to draw and ``sample`` returns index 0.
 
-Speed (``python -m benchmarks.sum_tree_speed``, one round = update 400 random
-leaves then draw 400 stratified samples, 2-core CPU, jax 0.10.2, same run):
+Speed, rounds/s of one round = update 400 random leaves + draw 400 stratified
+samples (MEMR's M), ``python -m benchmarks.sum_tree_speed`` on a 2-core CPU
+shared with other jobs, jax 0.10.2, flashbax 0.1.3 (its better setter), best
+of 15 interleaved trials::
 
-    =====  ==================  ===================
-    2^20   rounds/s per call   rounds/s in a scan
-    =====  ==================  ===================
-    memrl  see benchmark       see benchmark
-    =====  ==================  ===================
+    leaves  way        memrl  flashbax  ratio
+    2^14    per call    9869     13524   0.73
+    2^14    scan       15948     27336   0.58
+    2^17    per call    8751      4497   1.95
+    2^17    scan       15711      7864   2.00
+    2^20    per call    3572      1717   2.08
+    2^20    scan        4392      1944   2.26
+    2^22    per call    2875      2130   1.35
+    2^22    scan        4806      2429   1.98
 
-The measured table lives in the benchmark script's docstring.
+At 2^14 flashbax's tree fits in 128 KB and each step of its loops is a tiny
+single-threaded kernel, cheaper than this tree's fixed cost per level. From
+2^17 on, an operation inside its loops touches an array large enough that
+XLA:CPU splits it across threads, and pays that hand-off at every step of
+every loop; this tree has 3 or 4 such split operations per round, each run
+once.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -99,11 +113,14 @@ from flax import struct
 
 __all__ = ["SumTree", "init", "update", "sample", "total", "get"]
 
-# Branching factors: the smallest that keeps the tree at most this many levels
-# deep (leaves included). Measured on a 2-core CPU: 16 is fastest up to 2^20
-# leaves (4 levels), and at 2^22 a fifth level of 16 is cheaper than widening.
-_BRANCHINGS = (16, 32)
-_MAX_TOP = 64  # the top level (the root's children) may be up to this wide
+# Children per node. Measured per round (update 400 + sample 400) on a 2-core
+# CPU from 2^14 to 2^22 leaves, 16 beat 8, 32 and 64: a level costs about the
+# same handful of XLA operations whatever its width, but the per-query prefix
+# sums grow with K^2.
+_BRANCHING = 16
+# The top level (the root's children) may be this wide; below it every level
+# is padded to a multiple of _BRANCHING.
+_MAX_TOP = 64
 
 
 @struct.dataclass
@@ -126,15 +143,10 @@ class SumTree:
 
 def _level_sizes(capacity: int, branching: int) -> list[int]:
     sizes = [math.ceil(capacity / branching) * branching]
-    while sizes[-1] > _MAX_TOP:
+    while sizes[-1] > max(_MAX_TOP, branching):
         parents = sizes[-1] // branching
         sizes.append(math.ceil(parents / branching) * branching)
     return sizes
-
-
-def _default_branching(capacity: int) -> int:
-    del capacity
-    return _BRANCHINGS[0]
 
 
 def init(capacity: int, dtype=jnp.float32) -> SumTree:
@@ -149,16 +161,17 @@ def init(capacity: int, dtype=jnp.float32) -> SumTree:
         raise ValueError(f"capacity must be positive, got {capacity}")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be floating, got {dtype}")
-    k = _default_branching(capacity)
-    levels = tuple(jnp.zeros((n,), dtype) for n in _level_sizes(capacity, k))
-    return SumTree(levels=levels, capacity=capacity, branching=k)
+    levels = tuple(jnp.zeros((n,), dtype) for n in _level_sizes(capacity, _BRANCHING))
+    return SumTree(levels=levels, capacity=capacity, branching=_BRANCHING)
 
 
+@jax.jit
 def total(tree: SumTree) -> jax.Array:
     """Returns the sum of all leaves (a scalar of the tree's dtype)."""
     return jnp.sum(tree.levels[-1])
 
 
+@jax.jit
 def get(tree: SumTree, indices: jax.Array) -> jax.Array:
     """Returns the leaf values at ``indices`` (any shape); 0 outside ``[0, capacity)``."""
     indices = jnp.asarray(indices)
@@ -192,11 +205,13 @@ def _last_occurrence(indices: jax.Array, capacity: int):
     return sorted_idx, sorted_pos.astype(jnp.int32), is_last
 
 
+@jax.jit
 def update(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:
-    """Sets ``leaf[indices[i]] = values[i]`` and recomputes the affected sums.
+    """Sets ``leaf[indices[i]] = values[i]`` and recomputes the sums above them.
 
-    With duplicate indices the last occurrence in the batch wins, on every
-    backend. Indices outside ``[0, capacity)`` are ignored. Values should be
+    Only the ancestors of the written leaves are recomputed, each from its own
+    children. With duplicate indices the last occurrence in the batch wins, on
+    every backend. Indices outside ``[0, capacity)`` are ignored. Values should be
     finite and non-negative; negatives, NaN and values below the smallest
     normal float are stored as 0 (never sampled).
 
@@ -210,26 +225,28 @@ def update(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:
       updated in place.
     """
     k = tree.branching
-    indices = jnp.asarray(indices).reshape(-1)
+    dtype = tree.levels[0].dtype
+    indices = jnp.asarray(indices)
+    values = jnp.broadcast_to(jnp.asarray(values, dtype), indices.shape).reshape(-1)
+    indices = indices.reshape(-1)
     b = indices.shape[0]
     if b == 0:
         return tree
-    dtype = tree.levels[0].dtype
-    values = jnp.broadcast_to(jnp.asarray(values, dtype), jnp.asarray(indices).shape)
-    values = values.reshape(-1)
     sorted_idx, sorted_pos, is_last = _last_occurrence(indices, tree.capacity)
     vals = values[sorted_pos]
     vals = jnp.where(vals >= jnp.finfo(dtype).tiny, vals, jnp.zeros((), dtype))
-    # Entries that must not be written go to distinct out-of-range slots, so
-    # each scatter has unique indices (deterministic, no atomics on GPU).
-    # Losing duplicates go to distinct out-of-range slots and are dropped, so
-    # the leaf scatter has unique indices: deterministic, no atomics on GPU.
+    # Losing duplicates and invalid indices go to distinct out-of-range slots
+    # and are dropped, so the leaf scatter has unique indices: deterministic,
+    # and no atomics on GPU.
     n0 = tree.levels[0].shape[0]
     spare = n0 + jnp.arange(b, dtype=jnp.int32)
-    leaves = tree.levels[0].at[jnp.where(is_last, sorted_idx, spare)].set(
-        vals, mode="drop", unique_indices=True
+    leaves = (
+        tree.levels[0]
+        .at[jnp.where(is_last, sorted_idx, spare)]
+        .set(vals, mode="drop", unique_indices=True)
     )
     new_levels = [leaves]
+    # (Invalid indices recompute the last leaves' parents, which is a no-op.)
     node = jnp.minimum(sorted_idx, n0 - 1)
     for level in tree.levels[1:]:
         node = node // k
@@ -257,6 +274,8 @@ def _triangular(n: int, dtype) -> jax.Array:
 
 
 def _prefix_sums(rows: jax.Array) -> jax.Array:
+    # HIGHEST: float32 precision on GPUs and TPUs too, whose default rounds
+    # matmul inputs to TF32 or bfloat16.
     n = rows.shape[-1]
     return jnp.matmul(rows, _triangular(n, rows.dtype), precision=jax.lax.Precision.HIGHEST)
 
@@ -289,9 +308,13 @@ def _choose_child(children: jax.Array, prefix: jax.Array, u: jax.Array):
 
 def _descend(tree: SumTree, u: jax.Array) -> jax.Array:
     """Leaf index for each target ``u`` in ``[0, total)`` (see module docstring)."""
-    k = tree.branching
     top = tree.levels[-1][None, :]
-    node, u = _choose_child(top, _prefix_sums(top), u)
+    return _walk(tree, top, _prefix_sums(top), u)
+
+
+def _walk(tree: SumTree, top: jax.Array, top_prefix: jax.Array, u: jax.Array) -> jax.Array:
+    k = tree.branching
+    node, u = _choose_child(top, top_prefix, u)
     for level in tree.levels[-2::-1]:
         children = level.reshape(-1, k)[node]
         child, u = _choose_child(children, _prefix_sums(children), u)
@@ -343,15 +366,16 @@ def _uniform(key: jax.Array, n: int, dtype) -> jax.Array:
     return (jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0).astype(dtype)
 
 
+@functools.partial(jax.jit, static_argnames="batch_size")
 def sample(tree: SumTree, key: jax.Array, batch_size: int) -> jax.Array:
     """Draws ``batch_size`` leaf indices, leaf ``i`` with probability ``value_i / total``.
 
-    Stratified: ``[0, total)`` is cut into ``batch_size`` equal slices and one
-    target is drawn uniformly inside each (Schaul et al., 2016), so the
-    ``b``-th index comes from the ``b``-th slice of mass (indices are sorted by
-    leaf order, not shuffled). Each index is marginally distributed as
-    ``value / total`` only for a single stratum; over the batch, the count of
-    leaf ``i`` has mean ``batch_size * value_i / total``.
+    Stratified (Schaul et al., 2016): ``[0, total)`` is cut into
+    ``batch_size`` equal slices and one target is drawn uniformly inside each,
+    so the ``b``-th index comes from the ``b``-th slice of mass and the batch
+    is ordered by leaf, not shuffled. Over the batch, leaf ``i`` appears
+    ``batch_size * value_i / total`` times in expectation, with less variance
+    than independent draws.
 
     Never returns a leaf whose value is zero, nor an index outside
     ``[0, capacity)``, whatever the rounding (see the module docstring); if
@@ -366,6 +390,10 @@ def sample(tree: SumTree, key: jax.Array, batch_size: int) -> jax.Array:
       ``int32[batch_size]`` leaf indices.
     """
     dtype = tree.levels[0].dtype
+    top = tree.levels[-1][None, :]
+    top_prefix = _prefix_sums(top)
+    # Spread the targets over the top's own prefix sum, as the descent sees it.
+    mass = top_prefix[0, -1]
     stratum = jnp.arange(batch_size, dtype=dtype)
-    u = (stratum + _uniform(key, batch_size, dtype)) * (total(tree) / batch_size)
-    return _descend(tree, u)
+    u = (stratum + _uniform(key, batch_size, dtype)) * (mass / batch_size)
+    return _walk(tree, top, top_prefix, u)
