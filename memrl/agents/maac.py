@@ -136,6 +136,7 @@ class Config(mbpo.Config):
         # Sized so that a CPU run of 10^4 pendulum steps takes minutes.
         return cls(
             env_name=env_name,
+            hidden_sizes=(64, 64),
             warmup_steps=1000,
             updates_per_step=4,
             real_ratio=0.1,
@@ -144,9 +145,9 @@ class Config(mbpo.Config):
             num_samples=2,
             terminal_actions=1,
             steve_members=2,
-            model_members=5,
-            model_elites=5,
-            model_hidden_sizes=(200, 200, 200),
+            model_members=4,
+            model_elites=4,
+            model_hidden_sizes=(128, 128),
             model_max_epochs=20,
             mpc_candidates=256,
         )
@@ -286,16 +287,47 @@ class PathNoise(NamedTuple):
 def sample_noise(
     key: jax.Array, model: dynamics.ModelState, config: Config, batch_size: int, action_size: int
 ) -> PathNoise:
-    """Fresh ``PathNoise`` for ``batch_size`` start states."""
+    """Fresh ``PathNoise`` for ``batch_size`` start states.
+
+    Members: when the number of elites ``K`` divides ``N``, path ``i`` uses
+    elite ``i mod K`` (a stratified draw: start states are random, and the
+    ``num_samples`` paths of one start state get different members), which
+    lets ``actor_loss`` evaluate each member on its own ``N / K`` rows only
+    (``step_interleaved``); otherwise a uniform draw per path.
+    """
     n = batch_size * config.num_samples
     h = config.horizon
     k_a, k_m, k_u, k_t = jax.random.split(key, 4)
+    k = model.config.num_elites
+    if n % k == 0:
+        member = model.elites[jnp.arange(n) % k]
+    else:
+        member = dynamics.sample_elites(model, k_u, n)
     return PathNoise(
         action=jax.random.normal(k_a, (h, n, action_size)),
         model=jax.random.normal(k_m, (h, n, model.target_size)),
-        member=dynamics.sample_elites(model, k_u, n),
+        member=member,
         terminal=jax.random.normal(k_t, (config.terminal_actions, n, action_size)),
     )
+
+
+def step_interleaved(
+    model: dynamics.ModelState, obs: jax.Array, action: jax.Array, eps: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``dynamics.step_with`` with ``member[i] = elites[i mod K]``, evaluating
+    each elite on its own ``N / K`` rows (``K`` must divide ``N``): ``K`` times
+    cheaper than ``step_with``, which runs every member on every row."""
+    k, n = model.config.num_elites, obs.shape[0]
+    sub = model.replace(params=jax.tree_util.tree_map(lambda p: p[model.elites], model.params))
+
+    def fold(x):
+        return jnp.swapaxes(x.reshape((n // k, k) + x.shape[1:]), 0, 1)
+
+    def unfold(x):
+        return jnp.swapaxes(x, 0, 1).reshape((n,) + x.shape[2:])
+
+    next_obs, reward = dynamics.step_all(sub, fold(obs), fold(action), fold(eps))
+    return unfold(next_obs), unfold(reward)
 
 
 def actor_loss(
@@ -330,6 +362,8 @@ def actor_loss(
         return policy_lib.squash_with_log_prob(pi.apply(policy_params, s), eps)
 
     def step_fn(s, a, eps):
+        if start.shape[0] % model.config.num_elites == 0:
+            return step_interleaved(model, s, a, eps)  # Same members as noise.member.
         return dynamics.step_with(model, s, a, noise.member, eps)
 
     def value_fn(s, a):
