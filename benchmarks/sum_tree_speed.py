@@ -17,15 +17,14 @@ leaf set to a random positive value. Each is measured two ways:
 
 flashbax is measured with each of its two batched setters
 (``set_batch_bincount`` and ``set_batch_scan``) followed by its
-``stratified_sample``; the better of the two, per capacity and per way, is
-the reference. Trials of all implementations are interleaved and the best
-trial of each is kept, so that load from other processes hits all of them
-alike. Compilation is excluded. Printed: rounds/s and memrl / flashbax.
+``stratified_sample``; the better of the two is the reference. Trials of all
+implementations are interleaved, so that load from other processes hits them
+alike. Printed per capacity and way: the best trial's rounds/s of memrl and of
+flashbax's better setter, their ratio, and the median over trials of
+memrl / (better flashbax setter in the same trial), the statistic least
+moved by other jobs on the machine. Compilation is excluded.
 
-Measured (2-core CPU, jax 0.10.2, flashbax 0.1.3, 20 trials, other processes
-running on the machine):
-
-    see the module docstring of memrl.replay.sum_tree
+Results on a 2-core CPU are in the docstring of ``memrl.replay.sum_tree``.
 """
 
 from __future__ import annotations
@@ -125,19 +124,19 @@ def _inputs(capacity: int, batch: int, rounds: int, seed: int):
     return (indices, values, keys), init_values
 
 
-def measure(capacity: int) -> dict[str, tuple[float, float]]:
+def measure(capacity: int) -> dict[str, np.ndarray]:
+    """Rounds/s of every implementation: ``[trials, 2]`` (per call, in a scan)."""
     inputs, init_values = _inputs(capacity, FLAGS.batch, FLAGS.scan_rounds, FLAGS.seed)
     impls = {"memrl": _memrl(capacity)}
     if FLAGS.flashbax:
         for setter in ("set_batch_bincount", "set_batch_scan"):
             impls[f"flashbax {setter}"] = _flashbax(capacity, setter)
     runners = {name: _Runner(*fns, inputs, init_values) for name, fns in impls.items()}
-    best = {name: [0.0, 0.0] for name in runners}
+    rates = {name: [] for name in runners}
     for _ in range(FLAGS.trials):
         for name, runner in runners.items():
-            best[name][0] = max(best[name][0], runner.trial_per_call(FLAGS.calls))
-            best[name][1] = max(best[name][1], runner.trial_scan())
-    return {name: tuple(v) for name, v in best.items()}
+            rates[name].append((runner.trial_per_call(FLAGS.calls), runner.trial_scan()))
+    return {name: np.asarray(r) for name, r in rates.items()}
 
 
 def main(argv):
@@ -145,29 +144,31 @@ def main(argv):
     print(
         f"jax {jax.__version__} on {jax.devices()[0].device_kind}; round = update "
         f"{FLAGS.batch} random leaves + {FLAGS.batch} stratified samples; "
-        f"best of {FLAGS.trials} interleaved trials"
+        f"{FLAGS.trials} interleaved trials"
     )
-    header = f"{'leaves':>7} {'way':>9} {'memrl':>9} {'flashbax':>9}  {'(setter)':<20} {'ratio':>6}"
+    print(
+        "rounds/s: best trial of each; ratio: memrl / flashbax's better setter, best "
+        "trials and median over trials of the ratio of adjacent trials"
+    )
+    header = (
+        f"{'leaves':>7} {'way':>9} {'memrl':>9} {'flashbax':>9} {'setter':>9}"
+        f" {'ratio':>6} {'median':>7}"
+    )
     print(header)
     for log2 in FLAGS.log2_capacities:
-        capacity = 2 ** int(log2)
-        res = measure(capacity)
+        rates = measure(2 ** int(log2))
         for way, col in (("per call", 0), ("scan", 1)):
-            ours = res["memrl"][col]
+            ours = rates["memrl"][:, col]
+            line = f"{'2^' + log2:>7} {way:>9} {ours.max():9.0f}"
             if FLAGS.flashbax:
-                peers = {k: v[col] for k, v in res.items() if k.startswith("flashbax")}
-                name = max(peers, key=peers.get)
-                theirs = peers[name]
-                setter = name.split()[-1].replace("set_batch_", "")
-                print(
-                    f"{'2^' + log2:>7} {way:>9} {ours:9.0f} {theirs:9.0f}  {setter:<20} "
-                    f"{ours / theirs:6.2f}"
+                peers = {k.split("_")[-1]: v[:, col] for k, v in rates.items() if k != "memrl"}
+                best = max(peers, key=lambda k: peers[k].max())
+                theirs = np.maximum.reduce(list(peers.values()))  # better setter, per trial
+                line += (
+                    f" {peers[best].max():9.0f} {best:>9} {ours.max() / peers[best].max():6.2f}"
+                    f" {np.median(ours / theirs):7.2f}"
                 )
-                others = {k: v for k, v in peers.items() if k != name}
-                for k, v in others.items():
-                    print(f"{'':>7} {'':>9} {'':>9} {v:9.0f}  {k.split()[-1]:<20}")
-            else:
-                print(f"{'2^' + log2:>7} {way:>9} {ours:9.0f}")
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,29 @@ def test_descent_agrees_with_float64_bruteforce():
     assert (nearest <= 1e-5 * total).all()
 
 
+def test_targets_keep_precision_below_float32_resolution():
+    # A leaf of 2^-18 of the mass spans only ~32 float32 numbers near the
+    # total: a single float32 target would resolve its probability to ~3%.
+    capacity, b, grid = 2**18 + 5, 399, 2**20
+    values = np.random.default_rng(11).uniform(0.5, 1.5, capacity).astype(np.float32)
+    tree = _filled(values)
+    top = tree.levels[-1][None, :]
+    prefix = sum_tree._prefix_sums(top)
+    mass = prefix[0, -1]
+    edges = jnp.arange(401, dtype=jnp.float32) * (mass / 400)
+    edges = edges.at[-1].set(mass)
+    u = jnp.arange(grid, dtype=jnp.float32) / grid  # every target of stratum b
+    hi, lo = sum_tree._two_sum(jnp.full((grid,), edges[b]), u * (edges[b + 1] - edges[b]))
+    idx = np.asarray(jax.jit(sum_tree._walk)(tree, top, prefix, hi, lo))
+    assert (values[idx] > 0).all()
+    cdf = np.cumsum(values.astype(np.float64)) * (float(mass) / values.astype(np.float64).sum())
+    start, stop = float(edges[b]), float(edges[b + 1])
+    inside = (cdf - values >= start) & (cdf <= stop)
+    expected = values[inside] / (stop - start) * grid
+    counts = np.bincount(idx, minlength=capacity)[inside]
+    assert np.sqrt(np.mean((counts / expected - 1) ** 2)) < 3e-3
+
+
 def _adversarial_targets(values):
     v = np.asarray(values, np.float64)
     cdf64 = np.cumsum(v)
