@@ -4,6 +4,7 @@ and the script."""
 
 import collections
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,14 @@ Spec = collections.namedtuple("Spec", "observation_size action_size")
 
 def _learner(**kw):
     base = dict(hidden_sizes=(8,), model_hidden_sizes=(8,), env_name="pendulum")
-    config = memb.Config(**{**base, **kw})
-    return core.init_learner(jax.random.PRNGKey(0), 3, 1, config)
+    return _base_learner().replace(config=memb.Config(**{**base, **kw}))
+
+
+@functools.cache
+def _base_learner():
+    """One initialization for the file (the configs differ in static fields only)."""
+    config = memb.Config(hidden_sizes=(8,), model_hidden_sizes=(8,))
+    return jax.jit(core.init_learner, static_argnums=(1, 2, 3))(jax.random.PRNGKey(0), 3, 1, config)
 
 
 def _pendulum_obs(n, key):
@@ -65,10 +72,11 @@ def test_true_model_policy_gradient_matches_finite_differences():
         obs = _pendulum_obs(16, jax.random.PRNGKey(3)).astype(jnp.float64)
         key = jax.random.PRNGKey(4)
 
+        @jax.jit
         def loss(theta):
             return core.policy_loss(theta, learner, obs, key)[0]
 
-        grad = jax.grad(loss)(learner.policy)
+        grad = jax.jit(jax.grad(loss))(learner.policy)
         leaves, tree = jax.tree_util.tree_flatten(learner.policy)
         keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
         direction = tree.unflatten(
@@ -88,7 +96,9 @@ def test_true_model_policy_gradient_matches_finite_differences():
         np.testing.assert_allclose(analytic, fd, rtol=1e-6)
         # The gradient goes through the true dynamics: a learned model gives another.
         learned = learner.replace(config=dataclasses.replace(learner.config, true_model=False))
-        other = jax.grad(lambda th: core.policy_loss(th, learned, obs, key)[0])(learner.policy)
+        other = jax.jit(jax.grad(lambda th: core.policy_loss(th, learned, obs, key)[0]))(
+            learner.policy
+        )
         diffs = jax.tree_util.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), grad, other)
         assert max(float(d) for d in jax.tree_util.tree_leaves(diffs)) > 1e-3
 

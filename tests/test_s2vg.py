@@ -4,6 +4,7 @@ ablation flags (alpha = 0, exploration noise, m), Table 2, and the script."""
 import collections
 import csv
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -88,6 +89,16 @@ def _config(**kw):
     return s2vg.Config(**{**base, **kw})
 
 
+@functools.cache
+def _initial_state():
+    return jax.jit(s2vg.init, static_argnums=(1, 2))(jax.random.PRNGKey(0), Spec(3, 1), _config())
+
+
+def _learner(**kw):
+    """The file's one initialization with another (static) config."""
+    return _initial_state().learner.replace(config=_config(**kw))
+
+
 def _transition(i):
     k = jax.random.split(jax.random.PRNGKey(i), 3)
     return Transition(
@@ -100,7 +111,7 @@ def _transition(i):
 
 
 def test_alpha_zero_drops_exactly_the_entropy_gradient():
-    learner = core.init_learner(jax.random.PRNGKey(0), 3, 1, _config(alpha=0.5))
+    learner = _learner(alpha=0.5)
     obs = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
     key = jax.random.PRNGKey(2)
 
@@ -125,7 +136,7 @@ def test_alpha_zero_drops_exactly_the_entropy_gradient():
 
 
 def test_exploration_noise_perturbs_sampled_actions_only():
-    learner = core.init_learner(jax.random.PRNGKey(0), 3, 1, _config())
+    learner = _learner()
     noisy = learner.replace(config=dataclasses.replace(learner.config, exploration_noise=0.5))
     obs = jax.random.normal(jax.random.PRNGKey(1), (64, 3))
     key = jax.random.PRNGKey(2)
@@ -145,7 +156,8 @@ def test_m_updates_per_step_and_model_alone_during_warmup():
     counts = {}
     for m in (1, 3):
         config = _config(updates_per_step=m)
-        state = s2vg.init(jax.random.PRNGKey(0), Spec(3, 1), config)
+        state = _initial_state()
+        state = state.replace(learner=state.learner.replace(config=config))
         step = jax.jit(s2vg.train_step)
         first, metrics = step(state, _transition(0), jax.random.PRNGKey(1), jnp.int32(0))
         # Warm-up: the model learns, the actor-critic does not.

@@ -3,6 +3,7 @@ that reproduces the data, the weighted gradient, the stored behaviour
 density, and the script."""
 
 import collections
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,11 @@ def _config(**kw):
     return svg.Config(**{**base, **kw})
 
 
+@functools.cache
+def _initial_state():
+    return jax.jit(svg.init, static_argnums=(1, 2))(jax.random.PRNGKey(0), Spec(3, 1), _config())
+
+
 def _batch(learner, n=6):
     k = jax.random.split(jax.random.PRNGKey(7), 4)
     obs = jax.random.normal(k[0], (n, 3))
@@ -54,7 +60,7 @@ def _perturbed(tree, scale=0.3, seed=9):
 
 
 def test_importance_weight_is_current_over_behaviour_density():
-    behaviour = core.init_learner(jax.random.PRNGKey(0), 3, 1, _config(), with_critic=False)
+    behaviour = _initial_state().learner
     t = _batch(behaviour)
     record = svg.Record(t, svg.log_prob(behaviour, t.obs, t.action))
     current = behaviour.replace(policy=_perturbed(behaviour.policy))
@@ -72,7 +78,7 @@ def test_importance_weight_is_current_over_behaviour_density():
 
 
 def test_inferred_noise_reproduces_the_real_transition():
-    learner = core.init_learner(jax.random.PRNGKey(0), 3, 1, _config(), with_critic=False)
+    learner = _initial_state().learner
     t = _batch(learner)
     params = learner.nets.policy.apply(learner.policy, t.obs)
     eta = svg.infer_policy_noise(params, t.action)
@@ -87,7 +93,7 @@ def test_inferred_noise_reproduces_the_real_transition():
 
 
 def test_policy_gradient_is_importance_weighted():
-    learner = core.init_learner(jax.random.PRNGKey(0), 3, 1, _config(), with_critic=False)
+    learner = _initial_state().learner
     t = _batch(learner)
     logp = svg.log_prob(learner, t.obs, t.action)
 
@@ -109,8 +115,7 @@ def test_policy_gradient_is_importance_weighted():
 
 
 def test_train_step_stores_the_behaviour_density():
-    config = _config()
-    state = svg.init(jax.random.PRNGKey(0), Spec(3, 1), config)
+    state = _initial_state()
     obs = jnp.ones((1, 3))
     action = svg.act(state, obs, jax.random.PRNGKey(1))
     t = Transition(obs, action, jnp.ones(1), jnp.ones(1), obs * 0.5)

@@ -3,6 +3,7 @@ S2VG/MEMB core, against hand computations."""
 
 import collections
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,16 @@ def _learner(**kw):
         env_name="pendulum",
     )
     config = core.Config(**{**base, **kw})
-    learner = core.init_learner(jax.random.PRNGKey(0), 3, 1, config)
+    return _base_learner().replace(config=config)
+
+
+@functools.cache
+def _base_learner():
+    """One initialization for the file (the configs differ in static fields only)."""
+    config = core.Config(hidden_sizes=(8,), model_hidden_sizes=(8,))
+    learner = jax.jit(core.init_learner, static_argnums=(1, 2, 3))(
+        jax.random.PRNGKey(0), 3, 1, config
+    )
     # Distinct target V so that using V instead of V bar would show.
     target = jax.tree_util.tree_map(lambda p: p + 0.1, learner.value)
     return learner.replace(target_value=target)
