@@ -90,19 +90,24 @@ walks into a zero leaf or an empty subtree. With ``total == 0`` there is
 nothing to draw and ``sample`` returns index 0.
 
 Speed, rounds/s of one round = update 400 random leaves + draw 400 stratified
-samples (MEMR's M), ``python -m benchmarks.sum_tree_speed`` on a 2-core CPU
-shared with other jobs, jax 0.10.2, flashbax 0.1.3 (its better setter), best
-of 15 interleaved trials::
+samples (MEMR's M), ``python -m benchmarks.sum_tree_speed --trials=20`` on a
+2-core CPU shared with other jobs (load average 13-15), jax 0.10.2, flashbax
+0.1.3 with its better setter (``set_batch_scan`` except where noted). "best":
+the best of 20 interleaved trials of each; "median": the median over trials
+of memrl / flashbax in the same trial. Load from other jobs moves the
+absolute numbers by 2x from run to run (an earlier run at load 10, before the
+``hi + lo`` targets, which cost nothing measurable, had best ratios of 2.08 per
+call and 2.26 in a scan at 2^20)::
 
-    leaves  way        memrl  flashbax  ratio
-    2^14    per call    9869     13524   0.73
-    2^14    scan       15948     27336   0.58
-    2^17    per call    8751      4497   1.95
-    2^17    scan       15711      7864   2.00
-    2^20    per call    3572      1717   2.08
-    2^20    scan        4392      1944   2.26
-    2^22    per call    2875      2130   1.35
-    2^22    scan        4806      2429   1.98
+    leaves  way       memrl best  flashbax best  ratio best  ratio median
+    2^14    per call        7902          12049        0.66          0.90
+    2^14    scan            7255    8786 (bin.)        0.83          0.67
+    2^17    per call        9368           5817        1.61          1.17
+    2^17    scan            9099           7623        1.19          1.15
+    2^20    per call        6226           3577        1.74          1.55
+    2^20    scan            6838           3370        2.03          1.82
+    2^22    per call        4120           1893        2.18          2.07
+    2^22    scan            4550           2383        1.91          1.68
 
 At 2^14 flashbax's tree fits in 128 KB and each step of its loops is a tiny
 single-threaded kernel, cheaper than this tree's fixed cost per level. From
