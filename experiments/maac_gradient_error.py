@@ -6,13 +6,15 @@ learned ensemble and with the true dynamics.
 
 The reference for each H is the analytic gradient of the H-step MAAC
 objective with the true dynamics and the policy's exact Q (Lemma 4.1's "true
-objective"; ``memrl.diagnostics.gradient_error``). Per seed: collect ``--episodes`` episodes with the linear policy (plus
-exploration noise), fit the ensemble (``memrl.nets.dynamics``, true reward
-known, as MAAC uses it) and a Q network (MLP regressed on the policy's exact
-Q; the terminal value of the objective), then for each H take the gradient of
-``J_H(K)`` with (a) the learned model and learned Q, (b) the true dynamics and
-learned Q, (c) the true dynamics and the exact Q (the Monte-Carlo noise floor). Writes ``gradient_error.csv`` (one row per seed, H, estimator),
-``summary.csv`` (mean and std over seeds) and ``gradient_error.png``.
+objective"; ``memrl.diagnostics.gradient_error``). Per seed: collect
+``--episodes`` episodes with the linear policy (plus exploration noise), fit
+the ensemble (``memrl.nets.dynamics``; the reward is known, as in MAAC) and a
+Q network (an MLP regressed on the policy's exact Q, the objective's terminal
+value), then for each H take the gradient of ``J_H(K)`` with (a) the learned
+model and learned Q, (b) the true dynamics and learned Q, (c) the true
+dynamics and the exact Q (the Monte-Carlo noise floor). Writes
+``gradient_error.csv`` (one row per seed, H, estimator), ``summary.csv``
+(mean and std over seeds) and ``gradient_error.png``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ flags.DEFINE_list("model_hidden_sizes", ["64", "64"], "Hidden widths of each mem
 flags.DEFINE_integer("model_epochs", 30, "Most epochs of model training.")
 flags.DEFINE_list("q_hidden_sizes", ["64", "64"], "Hidden widths of the Q network.")
 flags.DEFINE_integer("q_steps", 2000, "Adam steps of the Q regression.")
+flags.DEFINE_string("q_activation", "swish", "Hidden activation of the Q network.")
 flags.DEFINE_list("gain", ["-0.5", "-1.0"], "The policy gain K.")
 flags.DEFINE_float("policy_std", 0.3, "The policy's action standard deviation.")
 
@@ -70,10 +73,12 @@ def collect(key, policy: ge.LinearPolicy, episodes: int, explore_std: float) -> 
     return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
 
 
-def fit_q(key, policy: ge.LinearPolicy, q_true, states: jax.Array, hidden, steps: int):
+def fit_q(
+    key, policy: ge.LinearPolicy, q_true, states: jax.Array, hidden, steps: int, activation: str
+):
     """An MLP ``Q(s, a)`` regressed on the exact ``Q`` at ``s`` from the data and
     ``a = K s + sigma eps`` (scaled targets); returns ``q(s, a) -> [...]``."""
-    net = MLP(tuple(hidden), 1, "relu")
+    net = MLP(tuple(hidden), 1, activation)
     k_init, k_loop = jax.random.split(key)
     params = net.init(k_init, jnp.zeros((1, 3)))
     scale = jnp.std(q_true(states, states @ policy.K.T)) + 1e-6
@@ -116,7 +121,13 @@ def run_seed(seed: int) -> list[dict]:
     model = dynamics.init(k_model, 2, 1, config)
     model, model_metrics = jax.jit(dynamics.train)(model, data, data.obs.shape[0], k_train)
     q_learned = fit_q(
-        k_q, policy, q_true, data.obs, [int(h) for h in FLAGS.q_hidden_sizes], FLAGS.q_steps
+        k_q,
+        policy,
+        q_true,
+        data.obs,
+        [int(h) for h in FLAGS.q_hidden_sizes],
+        FLAGS.q_steps,
+        FLAGS.q_activation,
     )
     noise = ge.sample_noise(
         k_noise, FLAGS.num_starts, FLAGS.max_horizon, model.target_size, config.num_members

@@ -19,6 +19,7 @@ from memrl.agents import maac, sac, steve
 from memrl.nets import dynamics
 from memrl.nets import policy as policy_lib
 from memrl.replay import buffer
+from memrl.training import runner
 from memrl.types import Transition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,10 +190,8 @@ def test_steve_targets_stop_at_real_terminations_and_reduce_to_td_at_horizon_zer
 
 def test_update_runs_for_every_ablation_and_keeps_shapes():
     base = _config()
-    ablations = [
-        dict(horizon=0, steve=False, num_samples=1, use_entropy=False, real_ratio=1.0),
-        dict(),
-    ]
+    # The default flags run in the script test below.
+    ablations = [dict(horizon=0, steve=False, num_samples=1, use_entropy=False, real_ratio=1.0)]
     for kw in ablations:
         config = dataclasses.replace(base, **kw)
         state = _state(config)
@@ -274,3 +273,37 @@ def test_maac_script_end_to_end_with_mpc_evaluation(tmp_path):
     assert np.isfinite(float(rows[-1]["eval_return"]))
     assert float(rows[-1]["loss/actor"]) != 0.0
     assert "final eval_return" in result.stdout
+
+
+def test_gradient_error_script_end_to_end(tmp_path):
+    result = _script(
+        "experiments.maac_gradient_error",
+        f"--logdir={tmp_path}",
+        "--num_seeds=1",
+        "--max_horizon=2",
+        "--num_starts=64",
+        "--episodes=2",
+        "--model_members=2",
+        "--model_hidden_sizes=8",
+        "--model_epochs=2",
+        "--q_hidden_sizes=8",
+        "--q_steps=20",
+        "--return_horizon=50",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "gradient_error.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 3  # H = 0, 1, 2 x three estimators
+    assert all(np.isfinite(float(r["l1_error"])) for r in rows)
+    with open(tmp_path / "gradient_error.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_learns_pendulum(tmp_path):
+    """Acceptance: mean eval return >= -250 after 10^4 pendulum steps."""
+    run = runner.RunConfig(
+        env="pendulum", total_steps=10_000, eval_every=1000, logdir=str(tmp_path), progress=False
+    )
+    rows = runner.train(maac, maac.Config.for_env("pendulum"), run)
+    assert rows[-1]["eval_return"] >= -250.0
