@@ -22,6 +22,7 @@ def test_round_trip_with_zero_size_leaves(tmp_path):
     ckpt.close()
     assert step == 5 and extra["wall_time"] == 1.5 and extra["counts"] == {"count/x": [3]}
     assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
-    for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state)):
+    leaves = zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state), strict=True)
+    for got, want in leaves:
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
