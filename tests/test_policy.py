@@ -58,3 +58,13 @@ def test_sample_is_reparameterized_and_mode_is_tanh_mean():
 
     grads = jax.grad(first)(params)
     assert any(np.any(np.asarray(g) != 0) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_gaussian_log_prob_matches_scipy():
+    rng = np.random.default_rng(4)
+    mean, log_std, x = rng.normal(size=(3, 5, 2))
+    got = policy.gaussian_log_prob(
+        policy.GaussianParams(jnp.asarray(mean), jnp.asarray(log_std)), jnp.asarray(x)
+    )
+    want = stats.norm.logpdf(x, mean, np.exp(log_std)).sum(-1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)

@@ -44,7 +44,8 @@ import optax
 
 from memrl.agents import model_based, sac
 from memrl.agents.common import gradient_step
-from memrl.nets import dynamics, gaussian
+from memrl.nets import dynamics
+from memrl.nets import policy as policy_lib
 from memrl.nets.policy import GaussianParams
 from memrl.replay import prioritized, segmented
 from memrl.types import Transition
@@ -176,8 +177,10 @@ def max_entropy_priority(mean: jax.Array, std: jax.Array, action: jax.Array) -> 
     return 0.5 * jnp.sum(z**2, axis=-1)
 
 
-def _model_policy_net(config: Config, action_size: int) -> gaussian.GaussianNetwork:
-    return gaussian.GaussianNetwork(action_size, tuple(config.model_policy_hidden_sizes))
+def _model_policy_net(config: Config, action_size: int) -> policy_lib.TanhGaussianPolicy:
+    """pi_psi's network: ``s -> (mean, log_std)``; its density is the plain
+    Gaussian (``policy_lib.gaussian_log_prob``), never squashed here."""
+    return policy_lib.TanhGaussianPolicy(action_size, tuple(config.model_policy_hidden_sizes))
 
 
 def _policy_target(config: Config, action: jax.Array) -> jax.Array:
@@ -201,7 +204,9 @@ def priorities(config: Config, policy: ModelPolicy, obs: jax.Array, action: jax.
 def model_policy_loss(params, config: Config, obs: jax.Array, action: jax.Array):
     """Negative log-likelihood of ``(s, a)`` under pi_psi (line 15)."""
     net = _model_policy_net(config, action.shape[-1])
-    nll = -jnp.mean(gaussian.log_prob(net.apply(params, obs), _policy_target(config, action)))
+    nll = -jnp.mean(
+        policy_lib.gaussian_log_prob(net.apply(params, obs), _policy_target(config, action))
+    )
     return nll, {"model_policy/nll": nll}
 
 

@@ -82,6 +82,13 @@ def squash_with_log_prob(params: GaussianParams, eps: jax.Array) -> tuple[jax.Ar
     return action, base.log_prob(u) - log_det
 
 
+def gaussian_log_prob(params: GaussianParams, x: jax.Array) -> jax.Array:
+    """``log N(x; mean, diag(exp(log_std)^2))`` of the unsquashed Gaussian,
+    summed over the last axis (MEMR's model-data policy pi_psi)."""
+    z = (x - params.mean) * jnp.exp(-params.log_std)
+    return jnp.sum(-0.5 * z**2 - params.log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
 def mode(params: GaussianParams) -> jax.Array:
     """The deterministic action ``tanh(mean)`` used for evaluation."""
     return jnp.tanh(params.mean)
