@@ -1,0 +1,1 @@
+"""Speed comparisons of memrl against peer libraries, measured in one process."""
