@@ -31,6 +31,7 @@ def _script(module, *args, env=None):
         (["--config.no_such_field=1"], "unknown config field 'no_such_field' for sac"),
         (["--config.batch_size=abc"], "--config.batch_size=abc"),
         (["--num_seeds=0"], "--num_seeds must be a positive integer"),
+        (["--mpc"], "--mpc: sac has no model-predictive control"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, expected):

@@ -41,6 +41,7 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
     flags.DEFINE_string("logdir", None, "Output directory (default: runs/<algo>/<env>/seed<seed>).")
     flags.DEFINE_bool("resume", False, "Continue the run in --logdir from its last checkpoint.")
     flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+    flags.DEFINE_bool("mpc", False, "Evaluate with CEM model-predictive control (MAAC).")
     config_flags.DEFINE_config_dataclass("config", agent.Config(), "Agent config overrides.")
 
 
@@ -82,7 +83,11 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
     try:
         _define_flags(agent, default_env, RunConfig(env=default_env))
         FLAGS(argv)
-        overrides = config_flags.get_override_values(FLAGS["config"])
+        overrides = dict(config_flags.get_override_values(FLAGS["config"]))
+        if FLAGS.mpc:
+            if "mpc" not in fields:
+                raise ValueError(f"--mpc: {name} has no model-predictive control")
+            overrides["mpc"] = True
     except (flags.Error, KeyError, ValueError, TypeError, AttributeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, KeyError):
