@@ -42,10 +42,12 @@ events allow (``perf_event_paranoid <= 2``), the user-mode CPU cycles and
 instructions of all the process's threads (opened with ``inherit`` before jax
 starts its thread pools), and always the process CPU time. For brax these
 cover the interval between two ``progress_fn`` calls: one epoch plus brax's
-few host operations between epochs. Cycles per env step barely move with
-other load (a few percent, from shared caches); they measure the work each
-implementation does, though not what it gains from running ops on both cores
-at once, which only wall time shows.
+few host operations between epochs. Instructions per env step stay within
+1-2% whatever the load; cycles per env step count only the time the threads
+actually run, but rise (by up to a third, seen here) when other processes
+share the cores' caches, alike for both implementations within one
+interleaved run. Neither shows what an implementation gains from running ops
+on both cores at once; only wall time does.
 
 Roofline: the float32 matmul throughput of this CPU is measured for every
 matmul shape that one SAC update performs (forward ``[B, in] x [in, out]``,
@@ -59,7 +61,7 @@ its matmuls, each at the speed measured for its shape; "of bound" is the
 median sps over it, and "of peak" the achieved FLOP/s over the square
 ``[256, 256] x [256, 256]`` throughput. "of cycle bound" is the same bound in
 cycles (the cycles the update's matmuls take at their measured FLOP per
-cycle) over the cycles per env step: the load-insensitive version. Env
+cycle) over the cycles per env step: the less load-sensitive version. Env
 stepping, Adam, sampling and elementwise work are not counted: they are the
 overhead these fractions expose.
 
@@ -574,8 +576,9 @@ def report(results: dict, shapes: dict, roof: Roofline) -> None:
             f" (ratio of medians), {statistics.median(pairs):.2f} (median of interleaved pairs), "
             f"{max(m_sps) / max(b_sps):.2f} (ratio of bests)\n  pairs: "
             + " ".join(f"{p:.2f}" for p in pairs)
-            + "\nmemrl / brax, by cycles per step (load-insensitive work): "
-            f"{per_step['brax'][CYCLES] / per_step['memrl'][CYCLES]:.2f}; by CPU time: "
+            + "\nmemrl / brax, by work per step (brax's over memrl's): cycles "
+            f"{per_step['brax'][CYCLES] / per_step['memrl'][CYCLES]:.2f}, instructions "
+            f"{per_step['brax'][INSTRUCTIONS] / per_step['memrl'][INSTRUCTIONS]:.2f}, CPU time "
             f"{per_step['brax'][CPU] / per_step['memrl'][CPU]:.2f}"
             f"\n  memrl Mcycle/step min-max over chunks: {m_cycles.min() / 1e6 / FLAGS.steps:.2f}-"
             f"{m_cycles.max() / 1e6 / FLAGS.steps:.2f}"
