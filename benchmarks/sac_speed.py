@@ -9,10 +9,10 @@ collection before the first update, no observation normalization.
 
 What is timed (compilation, warm-up and evaluation excluded from both):
 
-* memrl: the runner's own compiled chunk, built as
-  ``memrl.training.runner.train`` builds it (``make_chunk`` of ``--steps``
-  env steps, ``jit(vmap(chunk))`` over a seed axis of size 1, seed-sharded,
-  state donated, AOT-compiled). After the warm-up chunks and one more chunk
+* memrl: the runner's own compiled chunk, built by
+  ``memrl.training.runner.build`` as ``runner.train`` does (``make_chunk`` of
+  ``--steps`` env steps over a seed axis of size 1, state donated,
+  AOT-compiled). After the warm-up chunks and one more chunk
   with updates, each timed call runs ``--steps`` env steps with their updates
   and is waited for with ``block_until_ready``: the figure the runner logs as
   ``sps`` (it times the same call plus a ``device_get`` of a few scalars).
@@ -357,7 +357,6 @@ def memrl_timer(env_name: str, counters: Counters) -> tuple[Callable[[], np.ndar
     from memrl import envs
     from memrl.agents import sac
     from memrl.training import runner
-    from memrl.training.loop import init_state, make_chunk
 
     config = dataclasses.replace(
         sac.Config.for_env(env_name),
@@ -371,29 +370,19 @@ def memrl_timer(env_name: str, counters: Counters) -> tuple[Callable[[], np.ndar
         warmup_steps=FLAGS.warmup,
         buffer_size=FLAGS.buffer_size,
     )
-    env = envs.make(env_name)
+    run = runner.RunConfig(
+        env=env_name,
+        total_steps=FLAGS.warmup + (FLAGS.repeats + 2) * FLAGS.steps,
+        eval_every=FLAGS.steps,
+        max_chunk=FLAGS.steps,
+        progress=False,
+    )
+    trainer = runner.build(sac, config, run)  # exactly what runner.train compiles
+    assert trainer.steps_per_chunk == FLAGS.steps
     spec = envs.spec(env_name)
-    train_env = envs.wrap_for_training(env, spec.episode_length, config.num_envs)
-    chunk = make_chunk(sac, config, train_env, spec.action_size, FLAGS.steps // config.num_envs)
-
-    # As in runner.train, with one seed.
-    num_seeds = 1
-    mesh = runner.seed_mesh(num_seeds)
-    sharded = NamedSharding(mesh, PartitionSpec("seed"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(num_seeds))
-    init_fn = jax.jit(
-        jax.vmap(lambda k: init_state(sac, config, spec, train_env, k)), out_shardings=sharded
-    )
-    chunk_fn = jax.jit(
-        jax.vmap(chunk, in_axes=(0, None)),
-        in_shardings=(sharded, replicated),
-        out_shardings=(sharded, sharded),
-        donate_argnums=0,
-    )
     t0 = time.perf_counter()
-    holder = {"state": init_fn(keys), "step": 0}
-    compiled = chunk_fn.lower(holder["state"], jnp.asarray(0, jnp.int32)).compile()
+    holder = {"state": trainer.init(trainer.keys), "step": 0}
+    compiled = trainer.chunk.lower(holder["state"], jnp.asarray(0, jnp.int32)).compile()
     info = {"compile_s": time.perf_counter() - t0, "spec": spec}
 
     def one_chunk() -> np.ndarray:

@@ -1,6 +1,6 @@
 """MBPO (Janner et al. 2019), MEMR's baseline.
 
-    python -m experiments.mbpo --env=pendulum --total_steps=10000
+python -m experiments.mbpo --env=pendulum --total_steps=10000
 """
 
 from memrl.agents import mbpo

@@ -1,5 +1,6 @@
 """Tests for memrl.envs: pendulum vs gymnasium, double integrator, wrappers, registry."""
 
+import chex
 import gymnasium
 import jax
 import jax.numpy as jnp
@@ -293,6 +294,27 @@ def test_auto_reset_unbatched_and_structure_stable():
     assert jax.tree.structure(state) == jax.tree.structure(nxt)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(nxt), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
+
+
+def test_single_env_stack_matches_vmapped_one():
+    """num_envs=1 runs unbatched (auto-reset in a real lax.cond); it must give
+    the states of the vmapped stack of size 1 (reset computed every step and
+    selected), across several episode ends."""
+    length = 4
+    single = envs.wrap_for_training(envs.make("pendulum"), length, 1)
+    assert isinstance(single, envs.AddBatchAxis)
+    base = envs.wrappers.EpisodeWrapper(envs.make("pendulum"), length, 1)
+    vmapped = envs.wrappers.VmapWrapper(AutoResetWrapper(base), batch_size=1)
+    actions = jnp.sin(jnp.arange(11.0))[:, None, None]
+    outs = []
+    for env in (single, vmapped):
+        state = jax.jit(env.reset)(jax.random.PRNGKey(3))
+        _, after = jax.jit(
+            lambda s, env=env: jax.lax.scan(lambda s, a: (env.step(s, a),) * 2, s, actions)
+        )(state)
+        outs.append(after)
+    assert int(np.sum(outs[0].done)) == 2
+    chex.assert_trees_all_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
 
 
 def test_wrap_for_eval_does_not_reset():

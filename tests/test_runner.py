@@ -120,3 +120,24 @@ def test_chunk_steps_divides_log_points():
     run = dataclasses.replace(run, total_steps=2500, max_chunk=1000)
     assert runner.chunk_steps(run, 1) == 500
     assert runner.chunk_steps(dataclasses.replace(run, total_steps=1001), 1) == 1
+
+
+@pytest.mark.parametrize("num_seeds", [1, 3])
+def test_per_seed_maps_one_seed_function(num_seeds):
+    """One seed per device (unbatched call) and several (vmap) both apply the
+    one-seed function row by row, with shared arguments broadcast and a
+    lax.cond on a shared scalar kept."""
+
+    def fn(x, c):
+        y = jax.lax.cond(c > 0, lambda v: v * c, lambda v: -v, x)
+        return {"y": y, "total": jnp.sum(x) + c}
+
+    mesh = runner.seed_mesh(num_seeds)
+    mapped = jax.jit(runner.per_seed(fn, mesh, num_seeds, (0, None)))
+    x = np.arange(num_seeds * 4, dtype=np.float32).reshape(num_seeds, 4) + 1.0
+    for c in (2.0, -1.0):
+        out = mapped(jnp.asarray(x), jnp.float32(c))
+        expected_y = x * c if c > 0 else -x
+        np.testing.assert_allclose(out["y"], expected_y)
+        np.testing.assert_allclose(out["total"], x.sum(1) + c)
+        assert out["total"].shape == (num_seeds,)

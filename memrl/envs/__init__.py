@@ -29,6 +29,7 @@ from brax.envs.base import Env
 
 from memrl.envs import double_integrator, normalization, pendulum
 from memrl.envs.wrappers import (
+    AddBatchAxis,
     AutoResetWrapper,
     RescaleAction,
     wrap_for_eval,
@@ -155,6 +156,7 @@ def spec(name: str, **overrides: Any) -> EnvSpec:
 
 
 __all__ = [
+    "AddBatchAxis",
     "AutoResetWrapper",
     "BRAX_NAMES",
     "EnvSpec",
