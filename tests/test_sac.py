@@ -40,11 +40,8 @@ def _policy(params, obs, eps):
 
 
 def _q(params, obs, act):
-    ens = params["params"]["VmapMLP_0"]
     x = np.concatenate([obs, act], -1)
-    return np.stack(
-        [_mlp(jax.tree_util.tree_map(lambda p, i=i: p[i], ens), x)[:, 0] for i in range(2)]
-    )
+    return np.stack([_mlp(params["params"][f"MLP_{i}"], x)[:, 0] for i in range(2)])
 
 
 @pytest.fixture(scope="module")

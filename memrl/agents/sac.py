@@ -93,7 +93,7 @@ class Learner:
 
     Attributes:
       policy: tanh-Gaussian policy parameters.
-      critic: twin-Q parameters (stacked on axis 0 of every leaf).
+      critic: twin-Q parameters (one MLP per head).
       target_critic: Polyak-averaged copy of ``critic``.
       log_alpha: log of the entropy temperature.
       policy_opt, critic_opt, alpha_opt: Adam states.

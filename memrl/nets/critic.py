@@ -1,4 +1,4 @@
-"""Q and V networks. Twin Q is one vmapped network, not a Python list."""
+"""Q and V networks."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ from memrl.nets.mlp import MLP
 class QNetwork(nn.Module):
     """``(s, a) -> Q`` for ``num_critics`` independent heads, stacked on axis 0.
 
-    The heads share nothing but are computed as one ``nn.vmap``-ed MLP so that
-    XLA sees batched matmuls (twin Q of TD3/SAC: ``num_critics = 2``).
+    Each head is its own MLP (parameters ``MLP_0``, ``MLP_1``, ...), as in the
+    SAC authors' and brax's code. One ``nn.vmap``-ed MLP over stacked
+    parameters computes the same function, but on CPU its batched matmuls and
+    the transposes around them made SAC's critic update about 5% slower in
+    CPU cycles (measured side by side against this form). On accelerators the
+    stacked form launches fewer kernels; that trade-off is not measured yet.
 
     Attributes:
       hidden_sizes: MLP widths.
-      num_critics: number of independent Q functions.
+      num_critics: number of independent Q functions (twin Q of TD3/SAC: 2).
       activation: hidden activation name.
 
     Returns:
@@ -33,16 +37,10 @@ class QNetwork(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         x = jnp.concatenate([obs, action], axis=-1)
-        ensemble = nn.vmap(
-            MLP,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=None,
-            out_axes=0,
-            axis_size=self.num_critics,
-        )
-        q = ensemble(self.hidden_sizes, 1, self.activation)(x)
-        return q[..., 0]
+        heads = [
+            MLP(self.hidden_sizes, 1, self.activation)(x)[..., 0] for _ in range(self.num_critics)
+        ]
+        return jnp.stack(heads)
 
 
 class VNetwork(nn.Module):
