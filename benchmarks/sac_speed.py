@@ -52,9 +52,11 @@ on both cores at once; only wall time does.
 Roofline: the float32 matmul throughput of this CPU is measured for every
 matmul shape that one SAC update performs (forward ``[B, in] x [in, out]``,
 weight gradient ``[in, B] x [B, out]`` and input gradient
-``[B, out] x [out, in]`` of each layer), each shape in a jitted loop, best of
-``--matmul_repeats``, before and after the SAC runs (the best counts), both
-in FLOP per wall second and in FLOP per cycle. One update's FLOPs are counted
+``[B, out] x [out, in]`` of each layer), each shape in a jitted loop:
+``--matmul_repeats`` times before and after the SAC runs and once after each
+interleaved pair of timed calls, the best of all counting (on a shared
+machine the speed drifts; one measurement in a slow spell would make the
+bound too low), both in FLOP per wall second and in FLOP per cycle. One update's FLOPs are counted
 analytically (below). "bound sps" is ``1 / sum(count * flops / throughput)``
 over the update's matmuls: the env steps per second if an update took only
 its matmuls, each at the speed measured for its shape; "of bound" is the
@@ -255,17 +257,14 @@ def flops(shapes: list[Shape]) -> float:
     return float(sum(2 * m * k * n for m, k, n in shapes))
 
 
-def matmul_throughput(
-    shape: Shape, repeats: int, counters: Counters, min_seconds: float = 0.02
-) -> tuple[float, float]:
-    """Best float32 throughput of ``[m, k] x [k, n]`` in a jitted loop.
+@functools.cache
+def _matmul_loop(shape: Shape, min_seconds: float = 0.02):
+    """A compiled loop of ``[m, k] x [k, n]`` products taking about
+    ``min_seconds``, its operands and its number of products (built once per
+    shape, so that repeated measurements do not recompile).
 
     The left operand is perturbed by the previous result each iteration so XLA
     cannot hoist the product out of the loop.
-
-    Returns:
-      (FLOP per wall second, FLOP per cycle of all threads), each the best of
-      ``repeats`` (NaN per cycle without hardware counters).
     """
     m, k, n = shape
     ka, kb = jax.random.split(jax.random.PRNGKey(0))
@@ -287,11 +286,23 @@ def matmul_throughput(
         if time.perf_counter() - t0 >= min_seconds or iters >= 1 << 16:
             break
         iters *= 4
+    return functools.partial(run, a, w, iters), iters
+
+
+def matmul_throughput(shape: Shape, repeats: int, counters: Counters) -> tuple[float, float]:
+    """Best float32 throughput of ``[m, k] x [k, n]`` in a jitted loop.
+
+    Returns:
+      (FLOP per wall second, FLOP per cycle of all threads), each the best of
+      ``repeats`` (NaN per cycle without hardware counters).
+    """
+    run, iters = _matmul_loop(shape)
     best = np.full(4, np.inf)
     for _ in range(repeats):
         c0 = counters.read()
-        run(a, w, iters).block_until_ready()
+        run().block_until_ready()
         best = np.fmin(best, counters.read() - c0)
+    m, k, n = shape
     work = 2.0 * m * k * n * iters
     return work / best[WALL], work / best[CYCLES]
 
@@ -516,10 +527,21 @@ def main(argv):
 
     memrl_deltas: list[np.ndarray] = []
     results: dict[str, tuple[list[float], list[np.ndarray]]] = {}
+
+    def measure_both() -> None:
+        # One memrl chunk after each brax epoch, then one more roofline round
+        # (the best of all rounds counts: the machine's speed drifts).
+        nonlocal roof
+        memrl_deltas.append(time_memrl())
+        roof = roof.best_of(
+            measure_roofline(all_shapes, FLAGS.hidden, FLAGS.batch_size, 1, counters)
+        )
+
     if FLAGS.brax:
-        brax_result = run_brax(FLAGS.env, counters, lambda: memrl_deltas.append(time_memrl()))
+        brax_result = run_brax(FLAGS.env, counters, measure_both)
     else:
-        memrl_deltas = [time_memrl() for _ in range(FLAGS.repeats)]
+        for _ in range(FLAGS.repeats):
+            measure_both()
     results["memrl"] = ([FLAGS.steps / d[WALL] for d in memrl_deltas], memrl_deltas)
     if FLAGS.brax:
         results["brax"] = brax_result
@@ -531,7 +553,7 @@ def main(argv):
 
 
 def report(results: dict, shapes: dict, roof: Roofline) -> None:
-    print(f"\nmatmul throughput, best of {FLAGS.matmul_repeats}: GFLOP/s, FLOP/cycle")
+    print("\nmatmul throughput, best of all rounds: GFLOP/s, FLOP/cycle")
     for shape, tp in sorted(roof.per_second.items(), key=lambda kv: -kv[1]):
         m, k, n = shape
         print(f"  [{m:4d},{k:4d}] x [{k:4d},{n:4d}]  {tp / 1e9:7.1f} {roof.per_cycle[shape]:7.1f}")
