@@ -1,5 +1,6 @@
 """The compiled pieces of the runner: one chunk of environment steps with their
-updates, and a deterministic evaluation, both per seed (the caller vmaps them).
+updates, and a deterministic evaluation, both per seed (``runner.per_seed`` maps
+them over the seed axis).
 
 Data flow of one step (inside ``lax.scan``)::
 
@@ -16,7 +17,8 @@ steps past the warm-up; ``periodic`` metrics keep their latest value.
 
 ``step`` (the global env-step count) is an unbatched scalar: every ``lax.cond``
 on it (warm-up, periodic work, the agent's own schedules) stays a real branch
-under the seed ``vmap`` instead of running both sides.
+even where several seeds share a device and are ``vmap``-ed, instead of
+running both sides.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ PyTree = Any
 
 
 class RunnerState(NamedTuple):
-    """Per-seed state of a run (a leading seed axis is added by ``vmap``).
+    """Per-seed state of a run (the runner adds a leading seed axis).
 
     Attributes:
       agent: the agent's state (learner and its buffers).
