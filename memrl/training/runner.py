@@ -104,11 +104,10 @@ def per_seed(fn: Any, mesh: Mesh, num_seeds: int, in_axes: tuple) -> Any:
     shared by all seeds; every output gets the seed axis. Each device runs its
     own seeds (``shard_map``): with several seeds per device it ``vmap``s
     over them; with one it calls ``fn`` unbatched on the squeezed arguments.
-    The one-seed case matters for speed: a ``vmap`` of size 1 turns every
-    matmul into a batched one and every in-place buffer write into a
-    scatter, which costs SAC about 7% of its CPU cycles per step (measured in
-    benchmarks/sac_speed.py's setting), and it is the common case (one seed on
-    a laptop, one seed per accelerator in a sweep).
+    The one-seed case matters for speed: a ``vmap`` of size 1 is not free
+    (XLA sees batched ops where plain ones would do); it cost SAC about 7% of
+    its CPU cycles per step in benchmarks/sac_speed.py's setting. And it is
+    the common case: one seed on a laptop, one seed per accelerator in a sweep.
     """
     local = num_seeds // mesh.size
     specs = tuple(PartitionSpec("seed") if a == 0 else PartitionSpec() for a in in_axes)
