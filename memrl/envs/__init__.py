@@ -29,9 +29,11 @@ from brax.envs.base import Env
 
 from memrl.envs import double_integrator, normalization, pendulum
 from memrl.envs.wrappers import (
+    ActionRepeat,
     AddBatchAxis,
     AutoResetWrapper,
     RescaleAction,
+    agent_steps,
     wrap_for_eval,
     wrap_for_training,
 )
@@ -156,9 +158,11 @@ def spec(name: str, **overrides: Any) -> EnvSpec:
 
 
 __all__ = [
+    "ActionRepeat",
     "AddBatchAxis",
     "AutoResetWrapper",
     "BRAX_NAMES",
+    "agent_steps",
     "EnvSpec",
     "NAMES",
     "RescaleAction",

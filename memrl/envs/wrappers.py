@@ -147,44 +147,97 @@ class AddBatchAxis(Wrapper):
         return jax.tree.map(lambda x: x[None], self.env.step(state, action[0]))
 
 
-def wrap_for_training(env: Env, episode_length: int, num_envs: int) -> Env:
+class ActionRepeat(Wrapper):
+    """Repeats each action ``repeat`` times (Dreamer's action repeat, 2 on the
+    DeepMind Control Suite) and returns the summed reward.
+
+    Once a frame ends the episode (``done``), the remaining repeats change
+    nothing: the state is frozen and their rewards are not added, so a
+    terminal state is never stepped past. brax's ``EpisodeWrapper`` has an
+    ``action_repeat`` of its own, but it keeps stepping after a termination
+    inside the repeat; this wrapper is used instead.
+
+    Args:
+      env: unbatched or batched env.
+      repeat: frames per agent step (>= 1).
+    """
+
+    def __init__(self, env: Env, repeat: int):
+        super().__init__(env)
+        if repeat < 1:
+            raise ValueError(f"action repeat must be >= 1, got {repeat}")
+        self.repeat = int(repeat)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        def frame(carry, _):
+            state, total, done = carry
+            nxt = self.env.step(state, action)
+            total = total + (1.0 - done) * nxt.reward
+            nxt = _select(done.astype(bool), state, nxt)
+            return (nxt, total, jnp.maximum(done, nxt.done)), None
+
+        start = (state, jnp.zeros_like(state.reward), state.done)
+        (state, total, done), _ = jax.lax.scan(frame, start, None, length=self.repeat)
+        return state.replace(reward=total, done=done)
+
+
+def agent_steps(episode_length: int, action_repeat: int) -> int:
+    """Agent steps in an episode of ``episode_length`` frames (rounded up)."""
+    return -(-episode_length // action_repeat)
+
+
+def _time_limited(env: Env, episode_length: int, action_repeat: int) -> Env:
+    if action_repeat > 1:
+        env = ActionRepeat(env, action_repeat)
+    return EpisodeWrapper(env, agent_steps(episode_length, action_repeat), action_repeat=1)
+
+
+def wrap_for_training(env: Env, episode_length: int, num_envs: int, action_repeat: int = 1) -> Env:
     """Batched env with time limit and fresh auto-reset, for data collection.
 
-    Order: ``VmapWrapper(AutoResetWrapper(EpisodeWrapper(env)), num_envs)``:
-    the time limit sets ``done``/``truncation``, the auto-reset acts per env on
-    them, and the vmap is outermost so ``reset`` takes ONE key and splits it
-    into ``num_envs``. With ``num_envs == 1`` ``AddBatchAxis`` replaces the
-    ``VmapWrapper`` (same states, no ``vmap``).
+    Order: ``VmapWrapper(AutoResetWrapper(EpisodeWrapper(ActionRepeat(env))),
+    num_envs)``: each agent step runs ``action_repeat`` frames, the time limit
+    sets ``done``/``truncation``, the auto-reset acts per env on them, and the
+    vmap is outermost so ``reset`` takes ONE key and splits it into
+    ``num_envs``. With ``num_envs == 1`` ``AddBatchAxis`` replaces the
+    ``VmapWrapper`` (same states, no ``vmap``); with ``action_repeat == 1``
+    there is no ``ActionRepeat``.
+
+    ``info['steps']`` counts agent steps since the episode began: 0 marks an
+    observation that starts an episode (``is_first``).
 
     Args:
       env: unbatched env.
-      episode_length: time limit in steps.
+      episode_length: time limit in frames (``ceil(episode_length /
+        action_repeat)`` agent steps).
       num_envs: batch size (leading axis of every state leaf).
+      action_repeat: frames per agent step.
 
     Returns:
       The wrapped env; ``reset(key)`` gives states with leading axis ``num_envs``.
     """
-    env = EpisodeWrapper(env, episode_length, action_repeat=1)
+    env = _time_limited(env, episode_length, action_repeat)
     env = AutoResetWrapper(env)
     if num_envs == 1:
         return AddBatchAxis(env)
     return VmapWrapper(env, batch_size=num_envs)
 
 
-def wrap_for_eval(env: Env, episode_length: int, num_episodes: int) -> Env:
+def wrap_for_eval(env: Env, episode_length: int, num_episodes: int, action_repeat: int = 1) -> Env:
     """Batched env with a time limit and no auto-reset, for evaluation.
 
-    ``VmapWrapper(EpisodeWrapper(env), num_episodes)``: each of the
-    ``num_episodes`` envs runs one episode; after ``done`` the env keeps
+    ``VmapWrapper(EpisodeWrapper(ActionRepeat(env)), num_episodes)``: each of
+    the ``num_episodes`` envs runs one episode; after ``done`` the env keeps
     stepping, so callers mask rewards after the first ``done``.
 
     Args:
       env: unbatched env.
-      episode_length: time limit in steps.
+      episode_length: time limit in frames.
       num_episodes: batch size.
+      action_repeat: frames per agent step.
 
     Returns:
       The wrapped env; ``reset(key)`` takes one key.
     """
-    env = EpisodeWrapper(env, episode_length, action_repeat=1)
+    env = _time_limited(env, episode_length, action_repeat)
     return VmapWrapper(env, batch_size=num_episodes)

@@ -23,6 +23,7 @@ running both sides.
 
 from __future__ import annotations
 
+import inspect
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -43,12 +44,15 @@ class RunnerState(NamedTuple):
       env: the batched training-environment state (``num_envs`` rows).
       key: the run's PRNG key, split once per step.
       periodic_metrics: the latest metrics of ``agent.periodic``.
+      carry: the recurrent policy state of each training env (leading axis
+        ``num_envs``; ``()`` for agents without ``init_carry``).
     """
 
     agent: PyTree
     env: brax_base.State
     key: jax.Array
     periodic_metrics: dict
+    carry: PyTree = ()
 
 
 class ChunkMetrics(NamedTuple):
@@ -76,9 +80,39 @@ def init_state(agent: ModuleType, config: Any, env_spec: Any, train_env: Any, ke
     k_agent, k_env, k_run = jax.random.split(key, 3)
     agent_state = agent.init(k_agent, env_spec, config)
     shapes = jax.eval_shape(agent.periodic, agent_state, k_run, jnp.int32(0))[1]
+    env_state = train_env.reset(k_env)
+    carry = ()
+    if is_recurrent(agent):
+        carry = agent.init_carry(agent_state, env_state.reward.shape[0])
     return RunnerState(
-        agent=agent_state, env=train_env.reset(k_env), key=k_run, periodic_metrics=_zeros(shapes)
+        agent=agent_state,
+        env=env_state,
+        key=k_run,
+        periodic_metrics=_zeros(shapes),
+        carry=carry,
     )
+
+
+def is_recurrent(agent: ModuleType) -> bool:
+    """Whether ``agent`` carries a policy state between steps (has ``init_carry``)."""
+    return hasattr(agent, "init_carry")
+
+
+def wants_is_first(agent: ModuleType) -> bool:
+    """Whether ``agent.train_step`` takes ``is_first`` (sequence-replay agents)."""
+    return "is_first" in inspect.signature(agent.train_step).parameters
+
+
+def reset_carry(agent: ModuleType, agent_state: PyTree, carry: PyTree, done: jax.Array):
+    """``carry`` with the rows of finished episodes (``done [num_envs]``) set to
+    ``agent.init_carry``: the next observation starts an episode."""
+    fresh = agent.init_carry(agent_state, done.shape[0])
+
+    def pick(new, old):
+        mask = jnp.reshape(done.astype(bool), done.shape + (1,) * (old.ndim - 1))
+        return jnp.where(mask, new, old)
+
+    return jax.tree_util.tree_map(pick, fresh, carry)
 
 
 def _zeros(shapes: PyTree) -> PyTree:
@@ -92,26 +126,49 @@ def _split_counts(metrics: dict) -> tuple[dict, dict]:
 
 def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int, length: int):
     """Returns ``chunk(state, step0) -> (state, ChunkMetrics)`` advancing ``length``
-    iterations (``length * num_envs`` env steps) of one seed.
+    iterations of one seed. An iteration is one agent step of each of the
+    ``num_envs`` environments, ``num_envs * action_repeat`` environment frames;
+    ``step`` and every schedule (``warmup_steps``, ``periodic_every``) count
+    frames.
+
+    Recurrent agents (``init_carry``) get their carry in ``act`` and back from
+    it; the runner resets a row to ``init_carry`` where its episode ends, and
+    holds every row at ``init_carry`` during the uniform warm-up (the first
+    policy step after the warm-up starts from the initial carry, as at an
+    episode start). Agents whose ``train_step`` takes ``is_first`` get
+    ``[num_envs]`` flags marking transitions whose ``obs`` starts an episode.
     """
     num_envs = config.num_envs
+    frames = num_envs * getattr(config, "action_repeat", 1)
     warmup = config.warmup_steps
     period = getattr(config, "periodic_every", 0)
+    recurrent = is_recurrent(agent)
+    first_flags = wants_is_first(agent)
 
     def explore(state: RunnerState, obs: jax.Array, key: jax.Array, step: jax.Array):
         def uniform(_):
-            return jax.random.uniform(key, (num_envs, action_size), minval=-1.0, maxval=1.0)
+            action = jax.random.uniform(key, (num_envs, action_size), minval=-1.0, maxval=1.0)
+            if recurrent:
+                return action, agent.init_carry(state.agent, num_envs)
+            return action
 
         def policy(_):
+            if recurrent:
+                action, carry = agent.act(state.agent, obs, key, carry=state.carry)
+                return action.astype(jnp.float32), carry
             return agent.act(state.agent, obs, key).astype(jnp.float32)
 
         return jax.lax.cond(step < warmup, uniform, policy, None)
 
     def body(state: RunnerState, t: jax.Array):
-        step = t * num_envs
+        step = t * frames
         key, k_act, k_train, k_periodic = jax.random.split(state.key, 4)
         env_state = state.env
-        action = explore(state, env_state.obs, k_act, step)
+        carry = state.carry
+        if recurrent:
+            action, carry = explore(state, env_state.obs, k_act, step)
+        else:
+            action = explore(state, env_state.obs, k_act, step)
         next_env = train_env.step(env_state, action)
         done = next_env.done
         discount = 1.0 - done * (1.0 - next_env.info["truncation"])
@@ -122,14 +179,22 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
             discount=discount,
             next_obs=next_env.info["terminal_obs"],
         )
-        agent_state, metrics = agent.train_step(state.agent, transition, k_train, step)
+        if first_flags:
+            is_first = env_state.info["steps"] == 0
+            agent_state, metrics = agent.train_step(
+                state.agent, transition, k_train, step, is_first=is_first
+            )
+        else:
+            agent_state, metrics = agent.train_step(state.agent, transition, k_train, step)
+        if recurrent:
+            carry = reset_carry(agent, agent_state, carry, done)
         metrics, counts = _split_counts(metrics)
         periodic_metrics = state.periodic_metrics
         if period:
             # Due after the step that completes a multiple of the period, from
             # the end of the warm-up on.
-            done_steps = step + num_envs
-            due = (done_steps % period < num_envs) & (done_steps >= warmup)
+            done_steps = step + frames
+            due = (done_steps % period < frames) & (done_steps >= warmup)
 
             def skip(s, k, t):
                 return s, periodic_metrics
@@ -144,12 +209,16 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
         ep = next_env.info["episode_metrics"]["sum_reward"]
         out = (metrics, counts, jnp.sum(ep * done), jnp.sum(done), step >= warmup)
         next_state = RunnerState(
-            agent=agent_state, env=next_env, key=key, periodic_metrics=periodic_metrics
+            agent=agent_state,
+            env=next_env,
+            key=key,
+            periodic_metrics=periodic_metrics,
+            carry=carry,
         )
         return next_state, out
 
     def chunk(state: RunnerState, step0: jax.Array):
-        ts = step0 // num_envs + jnp.arange(length, dtype=jnp.int32)
+        ts = step0 // frames + jnp.arange(length, dtype=jnp.int32)
         state, (metrics, counts, ret, episodes, learned) = jax.lax.scan(body, state, ts)
         w = learned.astype(jnp.float32)
         n = jnp.sum(w)
@@ -166,24 +235,34 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
 
 def make_evaluate(agent: ModuleType, eval_env: Any, episode_length: int):
     """Returns ``evaluate(agent_state, key) -> [num_episodes] returns`` with
-    deterministic actions; rewards after an episode's end are masked.
+    deterministic actions over ``episode_length`` agent steps; rewards after an
+    episode's end are masked. A recurrent agent starts every episode from
+    ``init_carry``.
     """
+    recurrent = is_recurrent(agent)
 
     def evaluate(agent_state: PyTree, key: jax.Array) -> jax.Array:
         k_reset, k_act = jax.random.split(key)
         env_state = eval_env.reset(k_reset)
+        zeros = jnp.zeros_like(env_state.reward)
+        carry = agent.init_carry(agent_state, zeros.shape[0]) if recurrent else ()
 
-        def body(carry, k):
-            env_state, total, alive = carry
-            action = agent.act(agent_state, env_state.obs, k, deterministic=True)
+        def body(loop, k):
+            env_state, total, alive, carry = loop
+            if recurrent:
+                action, carry = agent.act(
+                    agent_state, env_state.obs, k, deterministic=True, carry=carry
+                )
+            else:
+                action = agent.act(agent_state, env_state.obs, k, deterministic=True)
             env_state = eval_env.step(env_state, action.astype(jnp.float32))
             total = total + alive * env_state.reward
             alive = alive * (1.0 - env_state.done)
-            return (env_state, total, alive), None
+            return (env_state, total, alive, carry), None
 
-        zeros = jnp.zeros_like(env_state.reward)
         keys = jax.random.split(k_act, episode_length)
-        (_, total, _), _ = jax.lax.scan(body, (env_state, zeros, jnp.ones_like(zeros)), keys)
+        start = (env_state, zeros, jnp.ones_like(zeros), carry)
+        (_, total, _, _), _ = jax.lax.scan(body, start, keys)
         return total
 
     return evaluate

@@ -69,15 +69,22 @@ def validate(run: RunConfig, config: Any) -> None:
     num_envs = getattr(config, "num_envs", 1)
     if num_envs <= 0:
         raise UserError(f"--config.num_envs must be positive, got {num_envs}")
-    if run.total_steps % num_envs or run.eval_every % num_envs:
+    repeat = getattr(config, "action_repeat", 1)
+    if repeat <= 0:
+        raise UserError(f"--config.action_repeat must be positive, got {repeat}")
+    frames = num_envs * repeat
+    if run.total_steps % frames or run.eval_every % frames:
         raise UserError(
             f"--total_steps ({run.total_steps}) and --eval_every ({run.eval_every}) must be "
-            f"multiples of config.num_envs ({num_envs})"
+            f"multiples of config.num_envs x config.action_repeat ({frames} frames per step)"
         )
 
 
 def chunk_steps(run: RunConfig, num_envs: int, period: int = 0) -> int:
     """The largest chunk (env steps) dividing every log point, at most ``max_chunk``.
+
+    ``num_envs`` is the env steps (frames) of one iteration: ``num_envs x
+    action_repeat``.
 
     Log points are multiples of ``eval_every`` and ``total_steps``; one chunk
     length for the whole run means one compilation.
@@ -153,14 +160,17 @@ def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
     """Jitted init / chunk / evaluate for a run over a device-sharded seed axis."""
     validate(run, config)
     num_envs = getattr(config, "num_envs", 1)
+    repeat = getattr(config, "action_repeat", 1)
     env = envs.make(run.env)
     spec = envs.spec(run.env)
-    train_env = envs.wrap_for_training(env, spec.episode_length, num_envs)
-    eval_env = envs.wrap_for_eval(env, spec.episode_length, run.eval_episodes)
+    train_env = envs.wrap_for_training(env, spec.episode_length, num_envs, repeat)
+    eval_env = envs.wrap_for_eval(env, spec.episode_length, run.eval_episodes, repeat)
 
-    steps_per_chunk = chunk_steps(run, num_envs)
-    chunk = make_chunk(agent, config, train_env, spec.action_size, steps_per_chunk // num_envs)
-    evaluate = make_evaluate(agent, eval_env, spec.episode_length)
+    # Counted in environment frames: one iteration is num_envs x repeat frames.
+    frames = num_envs * repeat
+    steps_per_chunk = chunk_steps(run, frames)
+    chunk = make_chunk(agent, config, train_env, spec.action_size, steps_per_chunk // frames)
+    evaluate = make_evaluate(agent, eval_env, envs.agent_steps(spec.episode_length, repeat))
 
     mesh = seed_mesh(run.num_seeds)
     sharded = NamedSharding(mesh, PartitionSpec("seed"))
