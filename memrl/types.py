@@ -25,3 +25,25 @@ class Transition(NamedTuple):
     reward: jax.Array
     discount: jax.Array
     next_obs: jax.Array
+
+
+class SequenceStep(NamedTuple):
+    """One row of sequence replay in Dreamer's layout: the observation o_t together with the
+    action a_{t-1} and reward r_{t-1} of the step that led to it (zeros at an episode's first
+    row), the continuation flag of that step (0 where o_t is terminal, 1 otherwise; a time-limit
+    truncation keeps 1), and is_first (o_t starts an episode).
+
+    Attributes:
+      obs: ``o_t``, shape ``[..., *obs_shape]`` (uint8 pixels stay uint8).
+      action: ``a_{t-1}`` in ``[-1, 1]``, shape ``[..., action_size]``; zeros where
+        ``is_first``.
+      reward: ``r_{t-1}``, shape ``[...]``; zero where ``is_first``.
+      discount: 0 where ``o_t`` is terminal, 1 otherwise, shape ``[...]``.
+      is_first: bool, ``o_t`` starts an episode, shape ``[...]``.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    is_first: jax.Array
