@@ -392,3 +392,38 @@ def test_inverted_pendulum_runs_through_auto_reset():
     assert np.all(np.isfinite(after.obs))
     assert np.all(after.done[3] == 1) and np.all(after.info["steps"][3] == 0)
     assert np.all(np.abs(after.obs[3] - first.obs).max(-1) > 0)  # fresh, not the first state
+
+
+def test_action_repeat_equals_consecutive_gymnasium_steps(gym_pendulum):
+    """Pendulum with action repeat 3: one agent step is three gymnasium
+    Pendulum-v1 steps with the same torque; the reward is their sum."""
+    env = envs.ActionRepeat(envs.make("pendulum"), 3)
+    state = env.reset(jax.random.PRNGKey(4))
+    x = np.asarray(state.pipeline_state, np.float64)
+    step = jax.jit(env.step)
+    for a in (0.5, -1.0, 0.25):
+        state = step(state, jnp.array([a]))
+        total = 0.0
+        for _ in range(3):
+            _, r, x = _gym_step(gym_pendulum, x, 2.0 * a)
+            total += r
+        np.testing.assert_allclose(state.pipeline_state, x, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(state.reward, total, rtol=1e-4)
+
+
+def test_action_repeat_stops_at_termination_and_counts_agent_steps():
+    """_Countdown terminates on its 3rd frame: with repeat 2, the 2nd agent step
+    ends after one frame (reward 1, state frozen), and the time limit counts
+    agent steps (4 frames with repeat 2 = 2 agent steps)."""
+    env = envs.wrap_for_training(_Countdown(), episode_length=100, num_envs=2, action_repeat=2)
+    _, before, after = _rollout(env, 4, jnp.ones((2, 2)))
+    np.testing.assert_array_equal(after.reward[:, 0], [2, 1, 2, 1])
+    np.testing.assert_array_equal(after.done[:, 0], [0, 1, 0, 1])
+    # The terminal observation moved by 3 frames of +1, not 4.
+    np.testing.assert_allclose(after.info["terminal_obs"][1], before.obs[0] + 3.0, rtol=1e-6)
+    np.testing.assert_array_equal(before.info["steps"][:, 0], [0, 1, 0, 1])
+    limited = envs.wrap_for_training(envs.make("pendulum"), 10, 1, action_repeat=3)
+    _, _, after = _rollout(limited, 8, jnp.zeros((1, 1)))
+    # ceil(10 / 3) = 4 agent steps per episode, cut by truncation.
+    np.testing.assert_array_equal(after.done[:, 0], [0, 0, 0, 1, 0, 0, 0, 1])
+    assert np.all(after.info["truncation"][after.done == 1] == 1)

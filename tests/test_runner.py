@@ -141,3 +141,65 @@ def test_per_seed_maps_one_seed_function(num_seeds):
         np.testing.assert_allclose(out["y"], expected_y)
         np.testing.assert_allclose(out["total"], x.sum(1) + c)
         assert out["total"].shape == (num_seeds,)
+
+
+class _CountingAgent:
+    """A recurrent agent whose carry counts its policy steps since the carry was
+    (re)initialized, and whose state counts the ``is_first`` flags it was given."""
+
+    @staticmethod
+    def init(key, env_spec, config):
+        return {"firsts": jnp.zeros((), jnp.int32), "seen": jnp.zeros((), jnp.int32)}
+
+    @staticmethod
+    def init_carry(state, batch_size):
+        return jnp.zeros((batch_size,), jnp.int32)
+
+    @staticmethod
+    def act(state, obs, key, deterministic=False, carry=None):
+        return jnp.zeros((obs.shape[0], 1)), carry + 1
+
+    @staticmethod
+    def train_step(state, transition, key, step, is_first):
+        firsts = state["firsts"] + jnp.sum(is_first).astype(jnp.int32)
+        return {"firsts": firsts, "seen": state["seen"] + 1}, {}
+
+    @staticmethod
+    def periodic(state, key, step):
+        return state, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _CountingConfig:
+    num_envs: int = 2
+    warmup_steps: int = 0
+    action_repeat: int = 2
+    periodic_every: int = 0
+
+
+@pytest.mark.parametrize("warmup", [0, 20])
+def test_recurrent_carry_resets_where_episodes_start(warmup):
+    """Pendulum episodes of 200 frames are 100 agent steps at action repeat 2.
+    After 250 iterations the carry of each env equals the env's own count of
+    agent steps since its episode began (``info['steps']``): it was reset at
+    each episode start. ``is_first`` marked 3 starts per env (t = 0, 100, 200).
+    With a warm-up of 20 frames (5 iterations of 2 envs x 2 frames) the carry
+    stays initial for 5 iterations, and episodes still reset it."""
+    from memrl import envs
+    from memrl.training import loop
+
+    agent, config = _CountingAgent, _CountingConfig(warmup_steps=warmup)
+    spec = envs.spec("pendulum")
+    train_env = envs.wrap_for_training(envs.make("pendulum"), 200, 2, action_repeat=2)
+    state = loop.init_state(agent, config, spec, train_env, jax.random.PRNGKey(0))
+    chunk = jax.jit(loop.make_chunk(agent, config, train_env, 1, 250))
+    state, metrics = chunk(state, jnp.int32(0))
+    np.testing.assert_array_equal(state.carry, state.env.info["steps"])
+    np.testing.assert_array_equal(state.carry, [50, 50])
+    assert int(state.agent["firsts"]) == 6 and int(state.agent["seen"]) == 250
+    assert int(metrics.episodes) == 4  # two ends per env, at t = 99 and 199
+    # Mid-episode warm-up end: the carry lags the episode by the warm-up iterations.
+    state = loop.init_state(agent, config, spec, train_env, jax.random.PRNGKey(0))
+    short = jax.jit(loop.make_chunk(agent, config, train_env, 1, 60))
+    state, _ = short(state, jnp.int32(0))
+    np.testing.assert_array_equal(state.carry, [60 - warmup // 4] * 2)
