@@ -24,29 +24,16 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from memrl import returns
+
 # Added to each variance so that a horizon whose candidates all agree (the
 # one-step target when all Q heads agree) gets a large finite weight.
 VARIANCE_EPS = 1e-6
 
 
-def candidate_targets(r_t: jax.Array, discount_t: jax.Array, v_t: jax.Array) -> jax.Array:
-    """The ``H + 1`` value-expansion targets of one imagined path.
-
-    Args:
-      r_t: ``[H + 1]`` rewards; ``r_t[0]`` is the real reward, ``r_t[j]`` the
-        (soft) reward of imagined step ``j``.
-      discount_t: ``[H + 1]`` ``c_t = gamma * (1 - done_t)`` after step ``t``.
-      v_t: ``[H + 1]`` bootstrap values; ``v_t[i]`` is the value of the state
-        reached after step ``i`` (``s_{i+1}``).
-
-    Returns:
-      ``[H + 1]``: ``T_i = sum_{j<=i} (prod_{k<j} c_k) r_j + (prod_{k<=i} c_k) v_i``.
-    """
-    chex.assert_rank([r_t, discount_t, v_t], 1)
-    chex.assert_equal_shape([r_t, discount_t, v_t])
-    through = jnp.cumprod(discount_t)  # prod_{k<=i} c_k
-    before = jnp.concatenate([jnp.ones((1,), through.dtype), through[:-1]])  # prod_{k<i}
-    return jnp.cumsum(before * r_t) + through * v_t
+# The H + 1 candidates T_0 .. T_H (STEVE eq. 2); the math lives in
+# memrl.returns, this is the name MAAC and the tests use.
+candidate_targets = returns.value_expansion_candidates
 
 
 def combine(candidates: jax.Array, eps: float = VARIANCE_EPS) -> jax.Array:

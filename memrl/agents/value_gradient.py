@@ -54,12 +54,12 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
-import chex
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
 import optax
 
+from memrl import returns
 from memrl.agents import sac
 from memrl.agents.common import gradient_step
 from memrl.diagnostics import model_error
@@ -543,38 +543,9 @@ def imagine(learner: Learner, obs: jax.Array, key: jax.Array, length: int) -> Tr
     return jax.tree_util.tree_map(jax.lax.stop_gradient, traj)
 
 
-def value_expansion_targets(
-    r_t: jax.Array, discount_t: jax.Array, v_h: jax.Array, gamma: float
-) -> jax.Array:
-    """Value-expansion targets of S2VG eq. 7 (Feinberg et al. 2018) for one
-    trajectory of ``H`` steps::
-
-        G_t = sum_{k=t}^{H-1} gamma^{k-t} r_k + gamma^{H-t} V(s_H),   t = 0 .. H-1
-
-    computed backwards as ``G_H = V(s_H)``, ``G_t = r_t + gamma d_t G_{t+1}``,
-    so that a terminal ``d_t = 0`` cuts the bootstrap (``d = 1``: eq. 7
-    exactly). With ``H = 1``: ``G_0 = r_0 + gamma d_0 V(s_1)``, one-step TD
-    (MEMB eq. 6).
-
-    Args:
-      r_t: ``[H]`` rewards ``r_0 .. r_{H-1}``.
-      discount_t: ``[H]`` continuation flags ``d_0 .. d_{H-1}``.
-      v_h: ``[]`` the value of the last state ``V(s_H)``.
-      gamma: discount factor.
-
-    Returns:
-      ``[H]`` targets ``G_0 .. G_{H-1}``.
-    """
-    chex.assert_rank([r_t, discount_t, v_h], [1, 1, 0])
-    chex.assert_equal_shape([r_t, discount_t])
-
-    def back(g, x):
-        r, d = x
-        g = r + gamma * d * g
-        return g, g
-
-    _, targets = jax.lax.scan(back, v_h, (r_t, discount_t), reverse=True)
-    return targets
+# S2VG eq. 7 (one-step TD of MEMB eq. 6 with H = 1); kept here under its old
+# name for the agents and tests that import it from this module.
+value_expansion_targets = returns.value_expansion_targets
 
 
 def expanded_trajectory(learner: Learner, batch: Transition, key: jax.Array) -> Trajectory:
