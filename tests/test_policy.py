@@ -68,3 +68,19 @@ def test_gaussian_log_prob_matches_scipy():
     )
     want = stats.norm.logpdf(x, mean, np.exp(log_std)).sum(-1)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_sample_mode_is_the_most_likely_candidate():
+    """Dreamer's sample-based mode: the candidate with the highest tanh-Gaussian
+    log-density, checked by brute force with the change-of-variables formula."""
+    params = policy.GaussianParams(
+        jnp.array([[0.3, -1.0], [2.0, 0.0]]), jnp.log(jnp.array([[0.5, 2.0], [0.1, 1.0]]))
+    )
+    key = jax.random.PRNGKey(3)
+    mode = policy.sample_mode(params, key, num_samples=50)
+    eps = np.asarray(jax.random.normal(key, (50, 2, 2)), np.float64)
+    mean, std = np.asarray(params.mean, np.float64), np.exp(np.asarray(params.log_std, np.float64))
+    u = mean + std * eps
+    log_p = (stats.norm.logpdf(u, mean, std) - np.log(1 - np.tanh(u) ** 2)).sum(-1)
+    best = np.tanh(u[np.argmax(log_p, axis=0), np.arange(2)])
+    np.testing.assert_allclose(mode, best, rtol=1e-5, atol=1e-6)

@@ -92,3 +92,60 @@ def gaussian_log_prob(params: GaussianParams, x: jax.Array) -> jax.Array:
 def mode(params: GaussianParams) -> jax.Array:
     """The deterministic action ``tanh(mean)`` used for evaluation."""
     return jnp.tanh(params.mean)
+
+
+class TanhNormalActor(nn.Module):
+    """Dreamer v1's action model (``ActionDecoder`` with ``tanh_normal``).
+
+    An ELU MLP gives ``(x_mean, x_std)``; the pre-tanh Gaussian has
+    ``mean = mean_scale * tanh(x_mean / mean_scale)`` and ``std =
+    softplus(x_std + softplus^-1(init_std)) + min_std``, so a fresh network
+    starts near std ``init_std`` (5) whatever its output scale. The action is
+    ``tanh`` of a sample (``distribution`` / ``sample_and_log_prob`` above,
+    with ``log_std = log std``).
+
+    Attributes:
+      action_size: dimension of the action.
+      layers: hidden layers (Dreamer: 4).
+      units: hidden width (Dreamer: 400).
+      activation: hidden activation (Dreamer: ELU).
+      init_std: std of the pre-tanh Gaussian at zero output (Dreamer: 5).
+      min_std: lower bound of the std (Dreamer: 1e-4).
+      mean_scale: bound of the pre-tanh mean (Dreamer: 5).
+    """
+
+    action_size: int
+    layers: int = 4
+    units: int = 400
+    activation: str = "elu"
+    init_std: float = 5.0
+    min_std: float = 1e-4
+    mean_scale: float = 5.0
+
+    @nn.compact
+    def __call__(self, feat: jax.Array) -> GaussianParams:
+        out = MLP((self.units,) * self.layers, 2 * self.action_size, self.activation)(feat)
+        x_mean, x_std = jnp.split(out, 2, axis=-1)
+        mean = self.mean_scale * jnp.tanh(x_mean / self.mean_scale)
+        raw_init = jnp.log(jnp.expm1(self.init_std))  # softplus^-1(init_std)
+        std = jax.nn.softplus(x_std + raw_init) + self.min_std
+        return GaussianParams(mean, jnp.log(std))
+
+
+def sample_mode(params: GaussianParams, key: jax.Array, num_samples: int = 100) -> jax.Array:
+    """Dreamer v1's ``SampleDist.mode``: of ``num_samples`` squashed samples, the
+    one with the highest log-density (the tanh-Gaussian has no closed-form
+    mode; for a wide pre-tanh Gaussian it lies near +-1, not at ``tanh(mean)``).
+
+    Args:
+      params: pre-tanh Gaussian, ``[..., action_size]``.
+      key: PRNG key.
+      num_samples: candidates drawn per distribution.
+
+    Returns:
+      ``[..., action_size]`` actions.
+    """
+    eps = jax.random.normal(key, (num_samples,) + params.mean.shape, params.mean.dtype)
+    actions, log_prob = jax.vmap(squash_with_log_prob, in_axes=(None, 0))(params, eps)
+    best = jnp.argmax(log_prob, axis=0)  # [...]
+    return jnp.take_along_axis(actions, best[None, ..., None], axis=0)[0]

@@ -1,0 +1,662 @@
+"""Dreamer (Hafner et al. 2020, "Dream to Control"), as in the authors' v1 code
+(danijar/dreamer) and as summarized by paper 004 (MaxEnt Dreamer, Sec. 2.2).
+
+Algorithm (Dreamer, Algorithm 1), as the runner drives it:
+
+* every environment step (``train_step``): store the step in sequence replay
+  (``memrl.replay.sequence``; Dreamer's layout, ``memrl.types.SequenceStep``);
+* every ``periodic_every`` frames (``periodic``): ``train_steps`` updates, each
+  on ``batch_size`` sequences of ``batch_length`` steps (``update``):
+
+  1. world model (``model_loss``): the RSSM posterior over the batch, and
+     paper 004 eq. 3-4: reconstruction + reward (+ continuation) likelihoods
+     and ``beta KL(post || prior)`` with Dreamer's free nats;
+  2. actor (``actor_loss``): from every posterior state, ``horizon`` prior
+     steps under the actor; maximize the lambda-returns (paper 004 eq. 5,
+     ``memrl.returns.lambda_returns``) by backpropagating through the learned
+     dynamics and the reparameterized actions;
+  3. value (``value_loss``): regress ``V`` onto the stop-gradient returns.
+
+  All three losses use the parameters from before the update and are applied
+  together, as the authors' three gradient tapes do.
+* acting (``act``): filter the observation into the RSSM state (``obs_step``
+  from the carried state and previous action), sample the actor, add
+  Gaussian exploration noise. The runner carries ``(latent, action)`` between
+  steps and resets it where an episode starts (``init_carry``).
+"""
+
+# No `from __future__ import annotations` here: ml_collections reads Config field
+# types at runtime to parse --config.<field> flags.
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from memrl import returns as returns_lib
+from memrl.nets import policy as policy_lib
+from memrl.nets import world_model as wm
+from memrl.replay import sequence as sequence_lib
+from memrl.types import SequenceStep, Transition
+
+PyTree = Any
+
+
+@dataclasses.dataclass(unsafe_hash=True)
+class Config:
+    """Dreamer settings. Defaults are the authors' v1 code (danijar/dreamer
+    ``define_config``, ``dreamer.py``, ``models.py``) unless stated.
+
+    Treat as immutable: derive variants with ``dataclasses.replace``.
+
+    Attributes:
+      stoch_size: stochastic state z (``stoch_size = 30``).
+      deter_size: deterministic GRU state h (``deter_size = 200``).
+      hidden_size: RSSM hidden layers (the authors pass ``deter_size``: 200).
+      min_std: lower bound of z's std, ``softplus + 0.1`` (``RSSM._min_std``).
+      units: width of the dense heads and actor (``num_units = 400``).
+      reward_layers: reward head layers (``DenseDecoder((), 2, ...)``).
+      value_layers: value head layers (3).
+      actor_layers: actor layers (``ActionDecoder(..., 4, ...)``).
+      cont_layers: continuation head layers (3).
+      activation: dense activation (``dense_act = 'elu'``).
+      cnn_depth: conv encoder/decoder depth for images (``cnn_depth = 32``;
+        ReLU, ``cnn_act``).
+      encoder_sizes: MLP encoder/decoder widths for vector observations
+        (memrl's choice: the authors' code only has images; two ELU layers of
+        ``units``).
+      pcont: learn a continuation (termination) head and use it for the
+        imagined discounts (``pcont = False``).
+      pcont_scale: weight of its likelihood (``pcont_scale = 10``).
+      free_nats: free nats of the mean KL (``free_nats = 3``).
+      kl_scale: beta of paper 004 eq. 3 (``kl_scale = 1``).
+      model_lr, actor_lr, value_lr: Adam step sizes (6e-4, 8e-5, 8e-5).
+      adam_eps: Adam epsilon (TF2 Keras Adam default 1e-7).
+      grad_clip: global-norm clipping of each module's gradient (100).
+      batch_size: sequences per update (50).
+      batch_length: steps per sequence (50).
+      horizon: imagination horizon H (15).
+      gamma: discount (``discount = 0.99``).
+      lambda_: lambda of the returns (``disclam = 0.95``).
+      action_init_std: actor std at zero output (5).
+      expl_amount: std of the additive Gaussian exploration noise (0.3).
+      train_steps: updates per training phase (``train_steps = 100``; the
+        authors' first phase has ``pretrain = 100``, the same).
+      periodic_every: frames between training phases (``train_every = 1000``).
+      warmup_steps: prefill frames with uniform random actions (``prefill =
+        5000``).
+      action_repeat: frames per agent step (``action_repeat = 2``);
+        ``env_steps`` count frames.
+      buffer_size: replay capacity in rows (steps) over all envs (memrl: 10^6;
+        the authors keep every episode).
+      num_envs: parallel environments per seed (``envs = 1``).
+      mode_samples: samples of the actor's sample-based mode used for
+        deterministic (evaluation) actions (``SampleDist(samples=100)``).
+    """
+
+    stoch_size: int = 30
+    deter_size: int = 200
+    hidden_size: int = 200
+    min_std: float = 0.1
+    units: int = 400
+    reward_layers: int = 2
+    value_layers: int = 3
+    actor_layers: int = 4
+    cont_layers: int = 3
+    activation: str = "elu"
+    cnn_depth: int = 32
+    encoder_sizes: tuple[int, ...] = (400, 400)
+    pcont: bool = False
+    pcont_scale: float = 10.0
+    free_nats: float = 3.0
+    kl_scale: float = 1.0
+    model_lr: float = 6e-4
+    actor_lr: float = 8e-5
+    value_lr: float = 8e-5
+    adam_eps: float = 1e-7
+    grad_clip: float = 100.0
+    batch_size: int = 50
+    batch_length: int = 50
+    horizon: int = 15
+    gamma: float = 0.99
+    lambda_: float = 0.95
+    action_init_std: float = 5.0
+    expl_amount: float = 0.3
+    train_steps: int = 100
+    periodic_every: int = 1000
+    warmup_steps: int = 5000
+    action_repeat: int = 2
+    buffer_size: int = 1_000_000
+    num_envs: int = 1
+    mode_samples: int = 100
+
+    @classmethod
+    def for_env(cls, env_name: str) -> "Config":
+        """Per-environment settings: the authors' defaults, except on the
+        classic-control tasks.
+
+        Pendulum and the double integrator get a CPU-sized configuration
+        (about 60x fewer FLOPs per update than the paper's sizes): smaller
+        batch, widths and states, 1000 prefill frames, and 50 updates per 500
+        frames. The update-to-data ratio (0.1 updates per frame) is the
+        authors'.
+        """
+        if env_name in ("pendulum", "double_integrator"):
+            return cls(
+                stoch_size=16,
+                deter_size=64,
+                hidden_size=64,
+                units=64,
+                encoder_sizes=(64, 64),
+                batch_size=16,
+                batch_length=32,
+                model_lr=1e-3,
+                actor_lr=2e-4,
+                value_lr=2e-4,
+                train_steps=50,
+                periodic_every=500,
+                warmup_steps=1000,
+            )
+        return cls()
+
+
+class Networks(NamedTuple):
+    """The flax modules of Dreamer."""
+
+    encoder: Any
+    rssm: wm.RSSM
+    decoder: Any
+    reward: wm.DenseHead
+    cont: wm.DenseHead | None
+    actor: policy_lib.TanhNormalActor
+    value: wm.DenseHead
+
+
+def is_image(obs_shape: tuple[int, ...]) -> bool:
+    """Image observations are ``[H, W, C]``; vectors ``[D]``."""
+    return len(obs_shape) == 3
+
+
+def networks(config: Config, obs_shape: tuple[int, ...], action_size: int) -> Networks:
+    """The modules for ``config``: a CNN encoder/decoder for images, MLPs for vectors."""
+    if is_image(obs_shape):
+        encoder = wm.ConvEncoder(depth=config.cnn_depth)
+        decoder = wm.ConvDecoder(depth=config.cnn_depth, shape=tuple(obs_shape))
+    else:
+        sizes = tuple(config.encoder_sizes)
+        encoder = wm.MLPEncoder(sizes, config.activation)
+        decoder = wm.MLPDecoder(obs_shape[0], sizes, config.activation)
+    head = lambda layers: wm.DenseHead(layers, config.units, config.activation)  # noqa: E731
+    return Networks(
+        encoder=encoder,
+        rssm=wm.RSSM(
+            stoch_size=config.stoch_size,
+            deter_size=config.deter_size,
+            hidden_size=config.hidden_size,
+            min_std=config.min_std,
+            activation=config.activation,
+        ),
+        decoder=decoder,
+        reward=head(config.reward_layers),
+        cont=head(config.cont_layers) if config.pcont else None,
+        actor=policy_lib.TanhNormalActor(
+            action_size,
+            layers=config.actor_layers,
+            units=config.units,
+            activation=config.activation,
+            init_std=config.action_init_std,
+        ),
+        value=head(config.value_layers),
+    )
+
+
+@struct.dataclass
+class Learner:
+    """Everything ``update`` changes.
+
+    Attributes:
+      model: world-model parameters ``{'encoder', 'rssm', 'decoder', 'reward'}``
+        (plus ``'cont'`` with ``pcont``), optimized together.
+      actor: actor parameters.
+      value: value parameters (no target network, as in Dreamer v1).
+      model_opt, actor_opt, value_opt: optimizer states.
+      config: the static ``Config``.
+      obs_shape: static observation shape.
+      action_size: static action dimension.
+    """
+
+    model: PyTree
+    actor: PyTree
+    value: PyTree
+    model_opt: optax.OptState
+    actor_opt: optax.OptState
+    value_opt: optax.OptState
+    config: Config = struct.field(pytree_node=False)
+    obs_shape: tuple = struct.field(pytree_node=False)
+    action_size: int = struct.field(pytree_node=False)
+
+    @property
+    def nets(self) -> Networks:
+        return networks(self.config, self.obs_shape, self.action_size)
+
+
+@struct.dataclass
+class AgentState:
+    """Learner plus the sequence replay Dreamer owns."""
+
+    learner: Learner
+    buffer: sequence_lib.SequenceBufferState
+
+
+class Carry(NamedTuple):
+    """The policy state carried between environment steps (leading axis = envs).
+
+    Attributes:
+      latent: the RSSM posterior after the last observation.
+      action: the action last taken (with exploration noise), zeros at an
+        episode start.
+    """
+
+    latent: wm.RSSMState
+    action: jax.Array
+
+
+def optimizer(config: Config, learning_rate: float) -> optax.GradientTransformation:
+    """Global-norm clipping then Adam (the authors' ``tools.Adam``)."""
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adam(learning_rate, eps=config.adam_eps),
+    )
+
+
+def validate(config: Config) -> None:
+    """Raises ValueError on settings Dreamer cannot run."""
+    for name in ("batch_size", "batch_length", "horizon", "train_steps", "action_repeat"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.horizon < 2:
+        raise ValueError(
+            f"horizon must be >= 2 (returns bootstrap at the last step), got {config.horizon}"
+        )
+    rows_per_env = config.warmup_steps // (config.action_repeat * config.num_envs)
+    if rows_per_env < config.batch_length:
+        raise ValueError(
+            f"warmup_steps ({config.warmup_steps} frames) gives each env {rows_per_env} steps, "
+            f"fewer than batch_length ({config.batch_length}): the first update could not "
+            "sample a sequence"
+        )
+    if config.buffer_size < config.num_envs * config.batch_length:
+        raise ValueError("buffer_size must hold batch_length steps per env")
+
+
+def init_learner(
+    key: jax.Array, obs_shape: tuple[int, ...], action_size: int, config: Config
+) -> Learner:
+    """Fresh parameters and optimizer states."""
+    validate(config)
+    obs_shape = tuple(int(d) for d in obs_shape)
+    nets = networks(config, obs_shape, action_size)
+    keys = jax.random.split(key, 7)
+    dtype = jnp.uint8 if is_image(obs_shape) else jnp.float32
+    obs = jnp.zeros((1,) + obs_shape, dtype)
+    encoder = nets.encoder.init(keys[0], _preprocess(obs))
+    embed_size = nets.encoder.apply(encoder, _preprocess(obs)).shape[-1]
+    rssm = wm.init_rssm(nets.rssm, keys[1], embed_size, action_size)
+    feat = jnp.zeros((1, config.stoch_size + config.deter_size))
+    model = {
+        "encoder": encoder,
+        "rssm": rssm,
+        "decoder": nets.decoder.init(keys[2], feat),
+        "reward": nets.reward.init(keys[3], feat),
+    }
+    if nets.cont is not None:
+        model["cont"] = nets.cont.init(keys[4], feat)
+    actor = nets.actor.init(keys[5], feat)
+    value = nets.value.init(keys[6], feat)
+    return Learner(
+        model=model,
+        actor=actor,
+        value=value,
+        model_opt=optimizer(config, config.model_lr).init(model),
+        actor_opt=optimizer(config, config.actor_lr).init(actor),
+        value_opt=optimizer(config, config.value_lr).init(value),
+        config=config,
+        obs_shape=obs_shape,
+        action_size=action_size,
+    )
+
+
+def example_step(obs_shape: tuple[int, ...], action_size: int) -> SequenceStep:
+    """A zero replay row (no batch axis); images are stored as uint8."""
+    dtype = jnp.uint8 if is_image(obs_shape) else jnp.float32
+    return SequenceStep(
+        obs=jnp.zeros(obs_shape, dtype),
+        action=jnp.zeros((action_size,)),
+        reward=jnp.zeros(()),
+        discount=jnp.zeros(()),
+        is_first=jnp.zeros((), bool),
+    )
+
+
+def init(key: jax.Array, env_spec: Any, config: Config) -> AgentState:
+    """Learner and an empty sequence replay (``buffer_size`` rows over all envs)."""
+    obs_shape = tuple(getattr(env_spec, "observation_shape", (env_spec.observation_size,)))
+    learner = init_learner(key, obs_shape, env_spec.action_size, config)
+    capacity = -(-config.buffer_size // config.num_envs)
+    buffer = sequence_lib.init(
+        example_step(obs_shape, env_spec.action_size), config.num_envs, capacity
+    )
+    return AgentState(learner=learner, buffer=buffer)
+
+
+def _learner(state: AgentState | Learner) -> Learner:
+    return state.learner if isinstance(state, AgentState) else state
+
+
+def _preprocess(obs: jax.Array) -> jax.Array:
+    """Images (uint8) -> ``obs / 255 - 0.5``; vectors unchanged."""
+    if obs.dtype == jnp.uint8:
+        return wm.preprocess_image(obs)
+    return obs.astype(jnp.float32)
+
+
+def init_carry(state: AgentState | Learner, batch_size: int) -> Carry:
+    """The carry at an episode start: the RSSM's initial (zero) state and a zero
+    action (the authors' ``policy`` with ``state=None``, or a reset mask)."""
+    learner = _learner(state)
+    rssm = learner.nets.rssm
+    return Carry(
+        latent=rssm.initial((batch_size,)),
+        action=jnp.zeros((batch_size, learner.action_size)),
+    )
+
+
+def act(
+    state: AgentState | Learner,
+    obs: jax.Array,
+    key: jax.Array,
+    deterministic: bool = False,
+    carry: Carry | None = None,
+) -> tuple[jax.Array, Carry]:
+    """One policy step (the authors' ``Dreamer.policy``).
+
+    ``latent = obs_step(carry.latent, carry.action, encode(obs))``; the action
+    is the actor's sample plus ``N(0, expl_amount^2)`` noise clipped to
+    ``[-1, 1]``, or, when ``deterministic``, the actor's sample-based mode
+    without noise.
+
+    Args:
+      state: agent state or learner.
+      obs: ``[N, *obs_shape]`` observations.
+      key: PRNG key.
+      deterministic: evaluation mode.
+      carry: the previous ``Carry`` (``init_carry`` at an episode start; that
+        is also used when ``None``).
+
+    Returns:
+      ``(action [N, A], carry)``.
+    """
+    learner = _learner(state)
+    config, nets = learner.config, learner.nets
+    if carry is None:
+        carry = init_carry(learner, obs.shape[0])
+    k_obs, k_act, k_noise = jax.random.split(key, 3)
+    embed = nets.encoder.apply(learner.model["encoder"], _preprocess(obs))
+    latent, _ = nets.rssm.apply(
+        learner.model["rssm"], carry.latent, carry.action, embed, k_obs, method=wm.RSSM.obs_step
+    )
+    dist = nets.actor.apply(learner.actor, wm.feature(latent))
+    if deterministic:
+        action = policy_lib.sample_mode(dist, k_act, config.mode_samples)
+    else:
+        action, _ = policy_lib.sample_and_log_prob(dist, k_act)
+        noise = config.expl_amount * jax.random.normal(k_noise, action.shape, action.dtype)
+        action = jnp.clip(action + noise, -1.0, 1.0)
+    return action, Carry(latent=latent, action=action)
+
+
+# ---------------------------------------------------------------------------
+# Losses. ``batch`` leaves are time-major inside: [T, B, ...].
+
+
+def model_loss(
+    model: PyTree, learner: Learner, batch: SequenceStep, key: jax.Array
+) -> tuple[jax.Array, tuple[dict, wm.RSSMState]]:
+    """World-model loss (paper 004 eq. 3-4; ``world_model.model_loss``) on a
+    time-major batch. Returns the posterior too (the imagination starts there).
+    """
+    config, nets = learner.config, learner.nets
+    obs = _preprocess(batch.obs)
+    embed = nets.encoder.apply(model["encoder"], obs)
+    post, prior = wm.observe(nets.rssm, model["rssm"], embed, batch.action, batch.is_first, key)
+    feat = wm.feature(post)
+    cont_logits = nets.cont.apply(model["cont"], feat) if nets.cont is not None else None
+    loss, metrics = wm.model_loss(
+        post,
+        prior,
+        nets.decoder.apply(model["decoder"], feat),
+        obs,
+        nets.reward.apply(model["reward"], feat),
+        batch.reward,
+        cont_logits=cont_logits,
+        discount=batch.discount,
+        gamma=config.gamma,
+        pcont_scale=config.pcont_scale,
+        kl_scale=config.kl_scale,
+        nats=config.free_nats,
+    )
+    return loss, (metrics, post)
+
+
+class Imagination(NamedTuple):
+    """What the actor loss computed and the value loss reuses.
+
+    Attributes:
+      feat: imagined features ``[H, N, F]`` (stop-gradient).
+      returns: lambda-returns ``[H - 1, N]`` (stop-gradient).
+      weight: ``[H - 1, N]`` cumulative discounts ``prod_{k<t} c_k`` (1 at t = 0).
+    """
+
+    feat: jax.Array
+    returns: jax.Array
+    weight: jax.Array
+
+
+def actor_loss(
+    actor: PyTree, learner: Learner, post: wm.RSSMState, key: jax.Array
+) -> tuple[jax.Array, tuple[dict, Imagination]]:
+    """Dreamer's actor objective on imagined trajectories (the authors' actor tape).
+
+    From every posterior state (stop-gradient; without the last step when a
+    continuation head is learned, as that step could be terminal) imagine
+    ``H`` prior steps ``s_1..s_H`` with ``a_k ~ pi(.|stop_grad(feat(s_k)))``
+    (reparameterized). With ``r_t = reward(s_t)``, ``v_t = V(s_t)`` and
+    ``c_t = gamma`` (or ``gamma * P(continue | s_t)``), the lambda-returns of
+    paper 004 eq. 5 over ``t = 1..H-1`` (indices of the imagined states)::
+
+        G_t = r_t + c_t ((1 - lambda) v_{t+1} + lambda G_{t+1}),  G_H := v_H,
+
+    and ``J = -mean_{t,n} [w_t G_t]`` with ``w_t = prod_{k<t} c_k``
+    (stop-gradient). The gradient reaches the actor through the actions and
+    the learned dynamics (reward, value and RSSM parameters are held fixed).
+    """
+    config, nets = learner.config, learner.nets
+    model = learner.model
+    if config.pcont:
+        post = jax.tree_util.tree_map(lambda x: x[:-1], post)
+    start = jax.tree_util.tree_map(
+        lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), post
+    )
+
+    def policy_fn(feat, k):
+        params = nets.actor.apply(actor, jax.lax.stop_gradient(feat))
+        action, _ = policy_lib.sample_and_log_prob(params, k)
+        return action
+
+    states, _ = wm.imagine(nets.rssm, model["rssm"], policy_fn, start, config.horizon, key)
+    feat = wm.feature(states)  # [H, N, F]
+    reward = nets.reward.apply(model["reward"], feat)
+    value = nets.value.apply(learner.value, feat)
+    if config.pcont:
+        pcont = config.gamma * jax.nn.sigmoid(nets.cont.apply(model["cont"], feat))
+    else:
+        pcont = config.gamma * jnp.ones_like(reward)
+    returns = jax.vmap(returns_lib.lambda_returns, in_axes=(1, 1, 1, None), out_axes=1)(
+        reward[:-1], pcont[:-1], value[1:], config.lambda_
+    )
+    weight = jnp.cumprod(jnp.concatenate([jnp.ones_like(pcont[:1]), pcont[:-2]], 0), 0)
+    weight = jax.lax.stop_gradient(weight)
+    loss = -jnp.mean(weight * returns)
+    imagination = Imagination(
+        feat=jax.lax.stop_gradient(feat),
+        returns=jax.lax.stop_gradient(returns),
+        weight=weight,
+    )
+    metrics = {
+        "loss/actor": loss,
+        "imagine/return": jnp.mean(returns),
+        "imagine/reward": jnp.mean(reward),
+    }
+    return loss, (metrics, imagination)
+
+
+def value_loss(value: PyTree, learner: Learner, imagination: Imagination) -> tuple[jax.Array, dict]:
+    """``J_V = mean_{t,n} w_t 1/2 (V(s_t) - stop_grad(G_t))^2`` over the
+    imagined states ``t = 1..H-1`` (the authors' ``-log N(G_t; V(s_t), 1)``
+    without its constant)."""
+    pred = learner.nets.value.apply(value, imagination.feat[:-1])
+    loss = jnp.mean(imagination.weight * 0.5 * jnp.square(pred - imagination.returns))
+    return loss, {"loss/value": loss, "value/mean": jnp.mean(pred)}
+
+
+def _apply(params, opt_state, grads, config: Config, learning_rate: float):
+    updates, opt_state = optimizer(config, learning_rate).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
+
+
+def update(learner: Learner, batch: SequenceStep, key: jax.Array) -> tuple[Learner, dict]:
+    """One Dreamer update on ``batch_size`` sequences (the authors' ``_train``).
+
+    The three losses are evaluated with the current parameters, then the
+    world model, actor and value each take one clipped Adam step.
+
+    Args:
+      learner: parameters and optimizer states.
+      batch: ``SequenceStep`` with leaves ``[B, T, ...]`` (as sampled).
+      key: PRNG key.
+
+    Returns:
+      The new learner and a flat dict of scalar metrics.
+    """
+    config = learner.config
+    batch = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), batch)  # [T, B, ...]
+    k_model, k_actor = jax.random.split(key)
+    (_, (model_metrics, post)), model_grads = jax.value_and_grad(model_loss, has_aux=True)(
+        learner.model, learner, batch, k_model
+    )
+    (_, (actor_metrics, imagination)), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+        learner.actor, learner, post, k_actor
+    )
+    (_, value_metrics), value_grads = jax.value_and_grad(value_loss, has_aux=True)(
+        learner.value, learner, imagination
+    )
+    model, model_opt, model_norm = _apply(
+        learner.model, learner.model_opt, model_grads, config, config.model_lr
+    )
+    actor, actor_opt, actor_norm = _apply(
+        learner.actor, learner.actor_opt, actor_grads, config, config.actor_lr
+    )
+    value, value_opt, value_norm = _apply(
+        learner.value, learner.value_opt, value_grads, config, config.value_lr
+    )
+    learner = learner.replace(
+        model=model,
+        actor=actor,
+        value=value,
+        model_opt=model_opt,
+        actor_opt=actor_opt,
+        value_opt=value_opt,
+    )
+    metrics = {
+        **model_metrics,
+        **actor_metrics,
+        **value_metrics,
+        "grad_norm/model": model_norm,
+        "grad_norm/actor": actor_norm,
+        "grad_norm/value": value_norm,
+    }
+    return learner, metrics
+
+
+# ---------------------------------------------------------------------------
+# Runner interface.
+
+
+def replay_rows(transition: Transition, is_first: jax.Array) -> tuple[SequenceStep, SequenceStep]:
+    """The rows one environment step adds to replay, per env.
+
+    ``start``: the episode's first observation with zero action and reward
+    (written only where ``is_first``); ``arrival``: the next observation (the
+    true one, before any reset) with the action and reward that led to it.
+    Each observation is stored once.
+    """
+    zeros = jnp.zeros_like
+    start = SequenceStep(
+        obs=transition.obs,
+        action=zeros(transition.action),
+        reward=zeros(transition.reward),
+        discount=jnp.ones_like(transition.discount),
+        is_first=jnp.ones_like(is_first, bool),
+    )
+    arrival = SequenceStep(
+        obs=transition.next_obs,
+        action=transition.action,
+        reward=transition.reward,
+        discount=transition.discount,
+        is_first=jnp.zeros_like(is_first, bool),
+    )
+    return start, arrival
+
+
+def train_step(
+    state: AgentState,
+    transition: Transition,
+    key: jax.Array,
+    step: jax.Array,
+    is_first: jax.Array,
+) -> tuple[AgentState, dict]:
+    """Stores the step (leading axis ``num_envs``); learning is in ``periodic``.
+
+    Args:
+      state: agent state.
+      transition: the step just taken by each environment.
+      key: unused (kept for the runner's contract).
+      step: unused.
+      is_first: ``[num_envs]``: ``transition.obs`` starts an episode.
+    """
+    del key, step
+    start, arrival = replay_rows(transition, is_first)
+    buffer = sequence_lib.add(state.buffer, start, valid=is_first)
+    buffer = sequence_lib.add(buffer, arrival)
+    return state.replace(buffer=buffer), {}
+
+
+def periodic(state: AgentState, key: jax.Array, step: jax.Array) -> tuple[AgentState, dict]:
+    """``train_steps`` updates on sampled sequences (every ``periodic_every`` frames).
+
+    Metrics are the means over the updates; ``count/policy_updates`` counts them.
+    """
+    del step
+    config = state.learner.config
+
+    def one(learner, k):
+        k_sample, k_update = jax.random.split(k)
+        batch = sequence_lib.sample(state.buffer, k_sample, config.batch_size, config.batch_length)
+        return update(learner, batch, k_update)
+
+    learner, metrics = jax.lax.scan(one, state.learner, jax.random.split(key, config.train_steps))
+    metrics = jax.tree_util.tree_map(jnp.mean, metrics)
+    metrics["count/policy_updates"] = jnp.asarray(config.train_steps, jnp.int32)
+    return state.replace(learner=learner), metrics
