@@ -73,7 +73,7 @@ def test_actor_loss_matches_hand_computed_lambda_returns(pcont):
         jax.random.PRNGKey(3),
     )
     key = jax.random.PRNGKey(4)
-    loss, (_, imagination) = dreamer.actor_loss(lrn.actor, lrn, post, key)
+    loss, (_, imagination) = jax.jit(dreamer.actor_loss)(lrn.actor, lrn, post, key)
 
     # Hand-built rollout with the keys imagine() uses.
     starts = post if not pcont else jax.tree_util.tree_map(lambda x: x[:-1], post)
@@ -112,10 +112,10 @@ def test_actor_gradient_flows_through_dynamics_and_value_sees_stop_gradient(lear
     gradient), while it gives the model no gradient (the model is held fixed);
     the value target is a constant (value loss has no actor dependence)."""
     batch = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), _batch(jax.random.PRNGKey(5)))
-    _, (_, post) = dreamer.model_loss(learner.model, learner, batch, jax.random.PRNGKey(6))
-    grads = jax.grad(lambda a: dreamer.actor_loss(a, learner, post, jax.random.PRNGKey(7))[0])(
-        learner.actor
-    )
+    _, (_, post) = jax.jit(dreamer.model_loss)(learner.model, learner, batch, jax.random.PRNGKey(6))
+    grads = jax.jit(
+        jax.grad(lambda a: dreamer.actor_loss(a, learner, post, jax.random.PRNGKey(7))[0])
+    )(learner.actor)
     norms = [float(jnp.linalg.norm(x)) for x in jax.tree_util.tree_leaves(grads)]
     assert all(np.isfinite(norms)) and sum(norms) > 0
 
@@ -124,7 +124,7 @@ def test_actor_gradient_flows_through_dynamics_and_value_sees_stop_gradient(lear
         return dreamer.actor_loss(lrn.actor, lrn, post, jax.random.PRNGKey(7))[0]
 
     # The actor loss does depend on the model (through rewards and dynamics).
-    model_grads = jax.grad(through_model)(learner.model)
+    model_grads = jax.jit(jax.grad(through_model))(learner.model)
     assert sum(float(jnp.abs(x).sum()) for x in jax.tree_util.tree_leaves(model_grads)) > 0
     # But update() only applies actor gradients to the actor: the model step
     # uses the model loss alone (checked by the update test below).

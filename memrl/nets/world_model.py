@@ -17,8 +17,8 @@ Differences from the authors' code, none of them in the maths:
   (flax's default is LeCun-normal); flax's ``nn.GRUCell`` is the same
   "reset after" GRU as Keras's TF2 ``GRUCell`` except that it has no bias on
   the recurrent reset/update gates (Keras has two bias vectors).
-- flax's ``ConvTranspose`` (``transpose_kernel=False``) uses the kernel
-  unflipped; that is a reparameterisation of Keras's ``Conv2DTranspose``.
+- The transposed convs (``memrl.nets.conv``) index the kernel differently
+  from Keras's ``Conv2DTranspose`` (a spatial flip): a reparameterisation.
 - Sampling noise comes from explicit keys (one per step), so the same key
   gives the same samples.
 """
@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from memrl import divergences
+from memrl.nets.conv import ConvTranspose
 from memrl.nets.mlp import activation as get_activation
 
 # Keras's default kernel init (the authors' code uses Keras layers).
@@ -374,6 +375,8 @@ class ConvDecoder(nn.Module):
     Dense(32 depth) -> [1, 1, 32 depth] -> transposed convs with kernels
     5, 5, 6, 6, stride 2, VALID (spatial 1 -> 5 -> 13 -> 30 -> 64) and depths
     4, 2, 1 x depth then the image channels; ReLU except after the last.
+    The transposed convs are ``memrl.nets.conv.ConvTranspose`` (the same
+    function as flax's, with kernel gradients about 20x faster on CPU).
 
     Attributes:
       depth: channel multiplier.
@@ -394,13 +397,9 @@ class ConvDecoder(nn.Module):
         x = x.reshape((-1, 1, 1, 32 * self.depth))
         layers = ((4 * self.depth, 5), (2 * self.depth, 5), (self.depth, 6))
         for channels, kernel in layers:
-            deconv = nn.ConvTranspose(
-                channels, (kernel, kernel), strides=(2, 2), padding="VALID", kernel_init=_INIT
-            )
+            deconv = ConvTranspose(channels, (kernel, kernel), strides=(2, 2), kernel_init=_INIT)
             x = act(deconv(x))
-        x = nn.ConvTranspose(
-            self.shape[-1], (6, 6), strides=(2, 2), padding="VALID", kernel_init=_INIT
-        )(x)
+        x = ConvTranspose(self.shape[-1], (6, 6), strides=(2, 2), kernel_init=_INIT)(x)
         if x.shape[1:] != tuple(self.shape):
             raise ValueError(f"decoder produces {x.shape[1:]}, not {self.shape}")
         return x.reshape(lead + tuple(self.shape))
