@@ -33,8 +33,10 @@ def test_conv_transpose_matches_numpy_and_lax(shape, kernel, strides):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(np.float32)
     w = rng.normal(size=kernel + (shape[-1], 4)).astype(np.float32)
-    got = conv.conv_transpose(jnp.asarray(x), jnp.asarray(w), strides)
+    got = conv.conv_transpose(jnp.asarray(x), jnp.asarray(w), strides, impl="patches")
     np.testing.assert_allclose(got, _numpy_conv_transpose(x, w, strides), rtol=1e-4, atol=1e-4)
+    via_lax = conv.conv_transpose(jnp.asarray(x), jnp.asarray(w), strides, impl="lax")
+    np.testing.assert_allclose(via_lax, got, rtol=1e-4, atol=1e-4)
     flipped = jnp.asarray(w[::-1, ::-1])
     ref = jax.lax.conv_transpose(
         jnp.asarray(x), flipped, strides, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
@@ -49,7 +51,7 @@ def test_conv_transpose_gradients_match_lax():
     probe = jnp.asarray(rng.normal(size=(2, 10, 10, 3)).astype(np.float32))
 
     def ours(x, w):
-        return jnp.sum(probe * conv.conv_transpose(x, w, (2, 2)))
+        return jnp.sum(probe * conv.conv_transpose(x, w, (2, 2), impl="patches"))
 
     def lax_version(x, w):
         y = jax.lax.conv_transpose(

@@ -7,12 +7,17 @@ layer of Dreamer's decoder (13x13x64 -> 30x30x32, kernel 6, stride 2, batch
 100): forward 0.16 s, kernel gradient 2.8 s. At Dreamer's batch of 50 x 50
 images that single gradient dominated a training update.
 
-``conv_transpose`` computes the same function as one matmul followed by an
-overlap-add: every input pixel ``x[i, j]`` times the kernel tap ``w[a, b]``
-lands on output pixel ``(s i + a, s j + b)``. The overlap-add is a sum of
-interior-padded slices (``lax.pad``), which XLA fuses into one loop, and
-its gradient is a sum of strided slices; the kernel gradient is then a
-matmul too.
+``conv_transpose`` computes the same function as a stride-1 convolution with
+``s^2`` times the output channels, one per output phase, followed by a
+depth-to-space reshape ("sub-pixel" convolution), and computes that
+convolution as patches (``ceil(k/s)^2`` shifted slices) times one matrix.
+Forward and both gradients are then matmuls, slices and pads. Measured for
+the gradient of Dreamer's whole decoder on 250 images (2-core CPU): flax's
+``ConvTranspose`` 6.6 s with 0.14 GB of temporaries; this 1.8 s with 0.9 GB.
+Two alternatives measured worse: the phase convolution left to XLA's conv
+(its kernel gradient, 1.6 s for the one layer above, is slow again), and a
+matmul followed by an overlap-add of ``k^2`` padded slices (16 s and 7.8 GB
+for the decoder: XLA materialized the slices).
 
 This is ``lax.conv_transpose(..., padding='VALID')`` with the kernel
 flipped in both spatial axes (with ``transpose_kernel=False`` lax
@@ -30,36 +35,58 @@ import jax
 import jax.numpy as jnp
 
 
-def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
+def conv_transpose(
+    x: jax.Array, kernel: jax.Array, strides: Sequence[int], impl: str = "auto"
+) -> jax.Array:
     """VALID transposed convolution: ``y[n, s_h i + a, s_w j + b, o] +=
     sum_c x[n, i, j, c] kernel[a, b, c, o]``.
+
+    Computed as one stride-1 convolution (patches times a matrix) with
+    ``s_h s_w`` times the output channels followed by a depth-to-space
+    reshape. Write a kernel tap as
+    ``a = s q + r`` (phase ``r < s``; the kernel is zero-padded to a multiple
+    of ``s``, ``K = ceil(k / s)`` taps per phase): output row ``s m + r``
+    receives ``sum_q x[m - q] kernel[s q + r]``, a stride-1 "full"
+    correlation of ``x`` (padded by ``K - 1``) with the phase's taps flipped.
+    All phases are one convolution whose output channels are ``(r_h, r_w,
+    o)``; interleaving the phases and cropping to ``(H - 1) s + k`` gives
+    ``y``. Forward and both gradients are then ordinary convolutions.
 
     Args:
       x: ``[N, H, W, C_in]``.
       kernel: ``[k_h, k_w, C_in, C_out]``.
       strides: ``(s_h, s_w)``.
+      impl: ``'patches'`` (the above), ``'lax'`` (``lax.conv_transpose`` with
+        the kernel flipped: the same function, the accelerators' fast path),
+        or ``'auto'``: patches on CPU, lax elsewhere.
 
     Returns:
       ``[N, (H - 1) s_h + k_h, (W - 1) s_w + k_w, C_out]``.
     """
+    if impl == "auto":
+        impl = "patches" if jax.default_backend() == "cpu" else "lax"
+    if impl == "lax":
+        return jax.lax.conv_transpose(
+            x, kernel[::-1, ::-1], tuple(strides), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+    if impl != "patches":
+        raise ValueError(f"unknown impl {impl!r}; valid: auto, patches, lax")
     n, h, w, c_in = x.shape
     k_h, k_w, _, c_out = kernel.shape
     s_h, s_w = strides
-    out_h, out_w = (h - 1) * s_h + k_h, (w - 1) * s_w + k_w
-    taps = jnp.tensordot(x, kernel, axes=[[3], [2]])  # [N, H, W, k_h, k_w, C_out]
-    zero = jnp.zeros((), x.dtype)
-    out = None
-    for a in range(k_h):
-        for b in range(k_w):
-            config = (
-                (0, 0, 0),
-                (a, out_h - a - (h - 1) * s_h - 1, s_h - 1),
-                (b, out_w - b - (w - 1) * s_w - 1, s_w - 1),
-                (0, 0, 0),
-            )
-            placed = jax.lax.pad(taps[:, :, :, a, b, :], zero, config)
-            out = placed if out is None else out + placed
-    return out
+    taps_h, taps_w = -(-k_h // s_h), -(-k_w // s_w)
+    padded = jnp.pad(kernel, ((0, taps_h * s_h - k_h), (0, taps_w * s_w - k_w), (0, 0), (0, 0)))
+    phases = padded.reshape(taps_h, s_h, taps_w, s_w, c_in, c_out)[::-1, :, ::-1]
+    phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(taps_h, taps_w, c_in, s_h * s_w * c_out)
+    m_h, m_w = h + taps_h - 1, w + taps_w - 1
+    xpad = jnp.pad(x, ((0, 0), (taps_h - 1, taps_h - 1), (taps_w - 1, taps_w - 1), (0, 0)))
+    patches = jnp.concatenate(
+        [xpad[:, i : i + m_h, j : j + m_w] for i in range(taps_h) for j in range(taps_w)], axis=-1
+    )  # [N, M_h, M_w, K_h * K_w * C_in]
+    z = patches @ phases.reshape(taps_h * taps_w * c_in, s_h * s_w * c_out)
+    y = z.reshape(n, m_h, m_w, s_h, s_w, c_out).transpose(0, 1, 3, 2, 4, 5)
+    y = y.reshape(n, m_h * s_h, m_w * s_w, c_out)
+    return y[:, : (h - 1) * s_h + k_h, : (w - 1) * s_w + k_w]
 
 
 class ConvTranspose(nn.Module):
@@ -71,6 +98,7 @@ class ConvTranspose(nn.Module):
       strides: ``(s_h, s_w)``.
       kernel_init: kernel initializer (shape ``[k_h, k_w, C_in, C_out]``).
       bias_init: bias initializer.
+      impl: see ``conv_transpose`` (the parameters mean the same for all).
     """
 
     features: int
@@ -78,10 +106,11 @@ class ConvTranspose(nn.Module):
     strides: Sequence[int] = (1, 1)
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros_init()
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape)
         bias = self.param("bias", self.bias_init, (self.features,))
-        return conv_transpose(x, kernel, self.strides) + bias
+        return conv_transpose(x, kernel, self.strides, self.impl) + bias
