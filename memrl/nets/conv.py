@@ -66,8 +66,10 @@ def conv_transpose(
     if impl == "auto":
         impl = "patches" if jax.default_backend() == "cpu" else "lax"
     if impl == "lax":
+        numbers = ("NHWC", "HWIO", "NHWC")
+        flipped = kernel[::-1, ::-1]
         return jax.lax.conv_transpose(
-            x, kernel[::-1, ::-1], tuple(strides), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            x, flipped, tuple(strides), "VALID", dimension_numbers=numbers
         )
     if impl != "patches":
         raise ValueError(f"unknown impl {impl!r}; valid: auto, patches, lax")
