@@ -73,3 +73,47 @@ def test_module_shapes_like_flax():
     p, q = ours.init(jax.random.PRNGKey(0), x), theirs.init(jax.random.PRNGKey(0), x)
     assert jax.tree.map(jnp.shape, p) == jax.tree.map(jnp.shape, q)
     assert ours.apply(p, x).shape == theirs.apply(q, x).shape == (3, 30, 30, 5)
+
+
+def _numpy_conv(x, w, s):
+    n, h, wd, _ = x.shape
+    k_h, k_w, _, c_out = w.shape
+    out = np.zeros((n, (h - k_h) // s[0] + 1, (wd - k_w) // s[1] + 1, c_out))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            window = x[:, s[0] * i : s[0] * i + k_h, s[1] * j : s[1] * j + k_w]
+            out[:, i, j] = np.einsum("nabc,abco->no", window, w)
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,strides",
+    [
+        ((2, 9, 9, 3), (4, 4), (2, 2)),  # Dreamer's encoder layer
+        ((2, 10, 7, 2), (3, 5), (2, 3)),  # padded taps, odd sizes
+        ((1, 6, 6, 4), (2, 2), (1, 1)),
+    ],
+)
+def test_conv_matches_numpy_and_lax_with_gradients(shape, kernel, strides):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=kernel + (shape[-1], 5)).astype(np.float32)
+    got = conv.conv(jnp.asarray(x), jnp.asarray(w), strides, impl="patches")
+    np.testing.assert_allclose(got, _numpy_conv(x, w, strides), rtol=1e-4, atol=1e-4)
+    probe = jnp.asarray(rng.normal(size=got.shape).astype(np.float32))
+
+    def loss(impl):
+        return lambda x, w: jnp.sum(probe * conv.conv(x, w, strides, impl=impl))
+
+    ours = jax.grad(loss("patches"), (0, 1))(jnp.asarray(x), jnp.asarray(w))
+    ref = jax.grad(loss("lax"), (0, 1))(jnp.asarray(x), jnp.asarray(w))
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_from_one_pixel_is_one_matmul():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 1, 1, 6)).astype(np.float32)
+    w = rng.normal(size=(5, 5, 6, 3)).astype(np.float32)
+    got = conv.conv_transpose(jnp.asarray(x), jnp.asarray(w), (2, 2), impl="patches")
+    np.testing.assert_allclose(got, _numpy_conv_transpose(x, w, (2, 2)), rtol=1e-4, atol=1e-4)

@@ -63,19 +63,19 @@ def conv_transpose(
     Returns:
       ``[N, (H - 1) s_h + k_h, (W - 1) s_w + k_w, C_out]``.
     """
-    if impl == "auto":
-        impl = "patches" if jax.default_backend() == "cpu" else "lax"
+    impl = _resolve(impl)
     if impl == "lax":
         numbers = ("NHWC", "HWIO", "NHWC")
         flipped = kernel[::-1, ::-1]
         return jax.lax.conv_transpose(
             x, flipped, tuple(strides), "VALID", dimension_numbers=numbers
         )
-    if impl != "patches":
-        raise ValueError(f"unknown impl {impl!r}; valid: auto, patches, lax")
     n, h, w, c_in = x.shape
     k_h, k_w, _, c_out = kernel.shape
     s_h, s_w = strides
+    if h == w == 1:  # No overlap: one matmul (Dreamer's first decoder layer).
+        y = x[:, 0, 0] @ kernel.transpose(2, 0, 1, 3).reshape(c_in, k_h * k_w * c_out)
+        return y.reshape(n, k_h, k_w, c_out)
     taps_h, taps_w = -(-k_h // s_h), -(-k_w // s_w)
     padded = jnp.pad(kernel, ((0, taps_h * s_h - k_h), (0, taps_w * s_w - k_w), (0, 0), (0, 0)))
     phases = padded.reshape(taps_h, s_h, taps_w, s_w, c_in, c_out)[::-1, :, ::-1]
@@ -89,6 +89,89 @@ def conv_transpose(
     y = z.reshape(n, m_h, m_w, s_h, s_w, c_out).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(n, m_h * s_h, m_w * s_w, c_out)
     return y[:, : (h - 1) * s_h + k_h, : (w - 1) * s_w + k_w]
+
+
+def _resolve(impl: str) -> str:
+    if impl == "auto":
+        return "patches" if jax.default_backend() == "cpu" else "lax"
+    if impl not in ("patches", "lax"):
+        raise ValueError(f"unknown impl {impl!r}; valid: auto, patches, lax")
+    return impl
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], impl: str = "auto") -> jax.Array:
+    """VALID strided convolution (cross-correlation, as ``lax.conv``):
+    ``y[n, o_h, o_w, :] = sum_{a, b, c} x[n, s_h o_h + a, s_w o_w + b, c] kernel[a, b, c, :]``.
+
+    ``'patches'`` computes it as space-to-depth then a stride-1 convolution as
+    patches times a matrix: with taps ``a = s q + r`` (kernel zero-padded to
+    ``K = ceil(k / s)`` taps per phase), ``x[s (o + q) + r]`` is row ``o + q``,
+    channel block ``r`` of the space-to-depth input, so ``y`` is a stride-1
+    correlation with ``K x K`` taps over ``s^2 C`` channels; its patches are
+    ``K^2`` contiguous slices (no strided slices, whose gradients XLA would
+    materialize as interior-padded arrays). Dreamer's encoder (k 4, s 2)
+    has no padded taps. ``'lax'`` is ``lax.conv_general_dilated``.
+
+    Args:
+      x: ``[N, H, W, C_in]``.
+      kernel: ``[k_h, k_w, C_in, C_out]`` (flax ``nn.Conv``'s layout).
+      strides: ``(s_h, s_w)``.
+      impl: ``'auto'`` (patches on CPU, lax elsewhere), ``'patches'`` or ``'lax'``.
+
+    Returns:
+      ``[N, (H - k_h) // s_h + 1, (W - k_w) // s_w + 1, C_out]``.
+    """
+    impl = _resolve(impl)
+    if impl == "lax":
+        numbers = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(
+            x, kernel, tuple(strides), "VALID", dimension_numbers=numbers
+        )
+    n, h, w, c_in = x.shape
+    k_h, k_w, _, c_out = kernel.shape
+    s_h, s_w = strides
+    out_h, out_w = (h - k_h) // s_h + 1, (w - k_w) // s_w + 1
+    taps_h, taps_w = -(-k_h // s_h), -(-k_w // s_w)
+    m_h, m_w = out_h + taps_h - 1, out_w + taps_w - 1
+    x = x[:, : m_h * s_h, : m_w * s_w]
+    x = jnp.pad(x, ((0, 0), (0, m_h * s_h - x.shape[1]), (0, m_w * s_w - x.shape[2]), (0, 0)))
+    x = x.reshape(n, m_h, s_h, m_w, s_w, c_in).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(n, m_h, m_w, s_h * s_w * c_in)  # space to depth
+    padded = jnp.pad(kernel, ((0, taps_h * s_h - k_h), (0, taps_w * s_w - k_w), (0, 0), (0, 0)))
+    weights = padded.reshape(taps_h, s_h, taps_w, s_w, c_in, c_out).transpose(0, 2, 1, 3, 4, 5)
+    weights = weights.reshape(taps_h * taps_w * s_h * s_w * c_in, c_out)
+    patches = jnp.concatenate(
+        [x[:, i : i + out_h, j : j + out_w] for i in range(taps_h) for j in range(taps_w)], axis=-1
+    )
+    return patches @ weights
+
+
+class Conv(nn.Module):
+    """Drop-in for ``flax.linen.Conv`` with VALID padding, computed by ``conv``
+    (same parameter layout as flax's).
+
+    Attributes:
+      features: output channels.
+      kernel_size: ``(k_h, k_w)``.
+      strides: ``(s_h, s_w)``.
+      kernel_init: kernel initializer.
+      bias_init: bias initializer.
+      impl: see ``conv``.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, shape)
+        bias = self.param("bias", self.bias_init, (self.features,))
+        return conv(x, kernel, self.strides, self.impl) + bias
 
 
 class ConvTranspose(nn.Module):

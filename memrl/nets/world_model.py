@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from memrl import divergences
-from memrl.nets.conv import ConvTranspose
+from memrl.nets.conv import Conv, ConvTranspose
 from memrl.nets.mlp import activation as get_activation
 
 # Keras's default kernel init (the authors' code uses Keras layers).
@@ -362,9 +362,7 @@ class ConvEncoder(nn.Module):
         lead = image.shape[:-3]
         x = image.reshape((-1,) + image.shape[-3:])
         for mult in (1, 2, 4, 8):
-            conv = nn.Conv(
-                mult * self.depth, (4, 4), strides=(2, 2), padding="VALID", kernel_init=_INIT
-            )
+            conv = Conv(mult * self.depth, (4, 4), strides=(2, 2), kernel_init=_INIT)
             x = act(conv(x))
         return x.reshape(lead + (-1,))
 
