@@ -1,4 +1,5 @@
-"""A strided transposed convolution whose gradients are fast on CPU.
+"""Strided convolutions and transposed convolutions that train fast on CPU
+(Dreamer's image encoder and decoder), with XLA's own ops on accelerators.
 
 XLA's CPU backend computes the forward pass of ``lax.conv_transpose`` at
 matmul speed, but the gradient with respect to its kernel (a convolution
@@ -19,7 +20,17 @@ Two alternatives measured worse: the phase convolution left to XLA's conv
 matmul followed by an overlap-add of ``k^2`` padded slices (16 s and 7.8 GB
 for the decoder: XLA materialized the slices).
 
-This is ``lax.conv_transpose(..., padding='VALID')`` with the kernel
+``conv`` (the encoder's strided conv) likewise: space-to-depth, then
+patches times a matrix. Dreamer's encoder on 500 images, forward and kernel
+gradients: flax's ``nn.Conv`` 3.3 s, this 1.05 s (XLA's CPU convolutions
+reached 22 GFLOP/s here against 122 for its matmuls).
+
+Both have ``impl='auto'``: these forms on CPU, XLA's convolutions on GPU and
+TPU (cuDNN is fast there, and the patches cost memory: 0.9 GB of
+temporaries per 250 decoded images). The parameters mean the same either
+way, so checkpoints move between backends.
+
+``conv_transpose`` is ``lax.conv_transpose(..., padding='VALID')`` with the kernel
 flipped in both spatial axes (with ``transpose_kernel=False`` lax
 correlates the dilated input with the unflipped kernel, which sends tap
 ``a`` to ``s i + k - 1 - a``); as a learned layer that is only a
