@@ -329,6 +329,9 @@ class Roofline:
         return sum(2.0 * m * k * n / self.per_second[(m, k, n)] for m, k, n in shapes)
 
     def cycles(self, shapes: list[Shape]) -> float:
+        # Without hardware counters the cycle throughputs are 0 or NaN.
+        if not all(self.per_cycle[s] > 0 for s in shapes):
+            return float("nan")
         return sum(2.0 * m * k * n / self.per_cycle[(m, k, n)] for m, k, n in shapes)
 
     def best_of(self, other: Roofline) -> Roofline:
