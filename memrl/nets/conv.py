@@ -157,36 +157,8 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], impl: str = "a
     return patches @ weights
 
 
-class Conv(nn.Module):
-    """Drop-in for ``flax.linen.Conv`` with VALID padding, computed by ``conv``
-    (same parameter layout as flax's).
-
-    Attributes:
-      features: output channels.
-      kernel_size: ``(k_h, k_w)``.
-      strides: ``(s_h, s_w)``.
-      kernel_init: kernel initializer.
-      bias_init: bias initializer.
-      impl: see ``conv``.
-    """
-
-    features: int
-    kernel_size: Sequence[int]
-    strides: Sequence[int] = (1, 1)
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    bias_init: Callable = nn.initializers.zeros_init()
-    impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
-        kernel = self.param("kernel", self.kernel_init, shape)
-        bias = self.param("bias", self.bias_init, (self.features,))
-        return conv(x, kernel, self.strides, self.impl) + bias
-
-
-class ConvTranspose(nn.Module):
-    """Drop-in for ``flax.linen.ConvTranspose`` with VALID padding (see module doc).
+class _Layer(nn.Module):
+    """A VALID (transposed) convolution layer with a bias; ``_op`` computes it.
 
     Attributes:
       features: output channels.
@@ -194,7 +166,8 @@ class ConvTranspose(nn.Module):
       strides: ``(s_h, s_w)``.
       kernel_init: kernel initializer (shape ``[k_h, k_w, C_in, C_out]``).
       bias_init: bias initializer.
-      impl: see ``conv_transpose`` (the parameters mean the same for all).
+      impl: ``'auto'``, ``'patches'`` or ``'lax'`` (see ``conv``); the
+        parameters mean the same for all.
     """
 
     features: int
@@ -204,9 +177,25 @@ class ConvTranspose(nn.Module):
     bias_init: Callable = nn.initializers.zeros_init()
     impl: str = "auto"
 
+    _op = None
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape)
         bias = self.param("bias", self.bias_init, (self.features,))
-        return conv_transpose(x, kernel, self.strides, self.impl) + bias
+        return type(self)._op(x, kernel, self.strides, self.impl) + bias
+
+
+class Conv(_Layer):
+    """Drop-in for ``flax.linen.Conv`` with VALID padding, computed by ``conv``
+    (flax's parameter layout)."""
+
+    _op = staticmethod(conv)
+
+
+class ConvTranspose(_Layer):
+    """Drop-in for ``flax.linen.ConvTranspose`` with VALID padding, computed by
+    ``conv_transpose`` (see the module docstring for the kernel's flip)."""
+
+    _op = staticmethod(conv_transpose)
