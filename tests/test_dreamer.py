@@ -327,3 +327,11 @@ def test_image_update_uses_conv_encoder_and_decoder():
     new, metrics = jax.jit(dreamer.update)(lrn, batch, k)
     assert float(metrics["model/obs_nll"]) >= 64 * 64 * 3 * 0.5 * np.log(2 * np.pi)
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(new))
+
+
+def test_bad_config_is_one_clear_error_before_anything_runs(tmp_path):
+    bad = dataclasses.replace(TINY, warmup_steps=10)
+    run = runner.RunConfig(env="pendulum", total_steps=80, eval_every=80, logdir=str(tmp_path))
+    with pytest.raises(runner.UserError, match="bad config: warmup_steps .* batch_length"):
+        runner.train(dreamer, bad, run)
+    assert not os.listdir(tmp_path)

@@ -159,6 +159,11 @@ class Trainer(NamedTuple):
 def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
     """Jitted init / chunk / evaluate for a run over a device-sharded seed axis."""
     validate(run, config)
+    if hasattr(agent, "validate"):
+        try:
+            agent.validate(config)
+        except ValueError as e:
+            raise UserError(f"bad config: {e}") from None
     num_envs = getattr(config, "num_envs", 1)
     repeat = getattr(config, "action_repeat", 1)
     env = envs.make(run.env)
