@@ -334,10 +334,7 @@ class MLPDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
-        act = get_activation(self.activation)
-        x = feat
-        for width in self.hidden_sizes:
-            x = act(nn.Dense(width, kernel_init=_INIT)(x))
+        x = MLPEncoder(self.hidden_sizes, self.activation)(feat)
         return nn.Dense(self.output_size, kernel_init=_INIT)(x)
 
 
@@ -424,11 +421,8 @@ class DenseHead(nn.Module):
     @nn.compact
     def __call__(self, feat: jax.Array) -> jax.Array:
         """[..., F] -> [...]."""
-        act = get_activation(self.activation)
-        x = feat
-        for _ in range(self.layers):
-            x = act(nn.Dense(self.units, kernel_init=_INIT)(x))
-        return nn.Dense(1, kernel_init=_INIT)(x)[..., 0]
+        sizes = (self.units,) * self.layers
+        return MLPDecoder(1, sizes, self.activation)(feat)[..., 0]
 
 
 def reconstruction_log_prob(
