@@ -13,6 +13,8 @@ Contract: ``make(name, **overrides)`` returns a brax ``Env`` (unbatched
   torques.
 * ``double_integrator`` (MAAC Sec. 5.2) uses its accelerations unscaled and
   unclipped (nominal range ``[-1, 1]``, as in the authors' code).
+* ``mountain_car`` (gymnasium MountainCarContinuous-v0) takes its force in
+  ``[-1, 1]`` natively.
 
 Time limits and batching come from ``wrap_for_training`` / ``wrap_for_eval``
 with ``spec(name).episode_length``.
@@ -27,7 +29,7 @@ import jax
 from brax import envs as brax_envs
 from brax.envs.base import Env
 
-from memrl.envs import double_integrator, normalization, pendulum
+from memrl.envs import double_integrator, mountain_car, normalization, pendulum
 from memrl.envs.wrappers import (
     ActionRepeat,
     AddBatchAxis,
@@ -49,14 +51,16 @@ BRAX_NAMES = (
     "inverted_double_pendulum",
     "pusher",
 )
-NAMES = BRAX_NAMES + ("pendulum", "double_integrator")
+NAMES = BRAX_NAMES + ("pendulum", "double_integrator", "mountain_car")
 
 # Steps per episode: brax's default of 1000 for its tasks; Pendulum-v1's
-# TimeLimit of 200; the authors' max_path_length of 200 for the double integrator.
+# TimeLimit of 200; the authors' max_path_length of 200 for the double integrator;
+# MountainCarContinuous-v0's TimeLimit of 999.
 _EPISODE_LENGTH = {
     **{name: 1000 for name in BRAX_NAMES},
     "pendulum": 200,
     "double_integrator": double_integrator.EPISODE_LENGTH,
+    "mountain_car": 999,
 }
 
 
@@ -89,6 +93,8 @@ def _build(name: str, overrides: dict[str, Any]) -> Env:
             return RescaleAction(env, -bound, bound)
         if name == "double_integrator":
             return double_integrator.DoubleIntegrator(**overrides)
+        if name == "mountain_car":
+            return mountain_car.MountainCar(**overrides)
         kwargs = {"backend": "mjx", **overrides}
         return brax_envs.get_environment(name, **kwargs)
     except (TypeError, ValueError) as e:
@@ -168,6 +174,7 @@ __all__ = [
     "RescaleAction",
     "double_integrator",
     "make",
+    "mountain_car",
     "normalization",
     "pendulum",
     "spec",
