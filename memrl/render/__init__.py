@@ -1,0 +1,1 @@
+"""Observation images drawn inside JAX: analytic classic-control drawings and MuJoCo ray casting."""
