@@ -364,8 +364,8 @@ def test_bad_overrides_raise_one_line_value_error():
 
 
 def test_specs_and_overrides():
-    assert envs.spec("pendulum") == envs.EnvSpec("pendulum", 3, 1, 200)
-    assert envs.spec("double_integrator") == envs.EnvSpec("double_integrator", 2, 1, 200)
+    assert envs.spec("pendulum") == envs.EnvSpec("pendulum", 3, 1, 200, (3,))
+    assert envs.spec("double_integrator") == envs.EnvSpec("double_integrator", 2, 1, 200, (2,))
     assert envs.make("pendulum") is envs.make("pendulum")  # cached
     env = envs.make("pendulum", g=9.81)
     assert env.unwrapped.params.g == 9.81
@@ -375,7 +375,7 @@ def test_specs_and_overrides():
 def test_inverted_pendulum_sizes():
     """Sizes of an MJX task through the training stack, traced but not compiled."""
     spec = envs.spec("inverted_pendulum")
-    assert spec == envs.EnvSpec("inverted_pendulum", 4, 1, 1000)
+    assert spec == envs.EnvSpec("inverted_pendulum", 4, 1, 1000, (4,))
     env = envs.wrap_for_training(envs.make("inverted_pendulum"), spec.episode_length, 2)
     state = jax.eval_shape(
         lambda key: env.step(env.reset(key), jnp.zeros((2, 1))), jax.random.PRNGKey(0)

@@ -112,7 +112,7 @@ def test_reset_distribution():
 
 def test_registry_jit_vmap_and_auto_reset():
     spec = envs.spec("mountain_car")
-    assert spec == envs.EnvSpec("mountain_car", 2, 1, 999)
+    assert spec == envs.EnvSpec("mountain_car", 2, 1, 999, (2,))
     assert "mountain_car" in envs.NAMES
     env = envs.make("mountain_car")
     assert isinstance(env, mc.MountainCar) and env is envs.make("mountain_car")

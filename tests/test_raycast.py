@@ -1,4 +1,4 @@
-"""memrl.render.raycast against MuJoCo's C ray caster (``mujoco.mj_ray``) on the same model and state."""
+"""memrl.render.raycast against MuJoCo's C ray caster, ``mujoco.mj_ray``, on one model and state."""
 
 import types
 
@@ -18,7 +18,8 @@ GROUPS = np.array([1, 1, 1, 0, 0, 0], np.uint8)  # the caster's visible groups 0
 SHAPES_XML = """
 <mujoco>
   <asset>
-    <texture name="grid" type="2d" builtin="checker" rgb1=".9 .9 .9" rgb2=".1 .2 .3" width="64" height="64"/>
+    <texture name="grid" type="2d" builtin="checker" rgb1=".9 .9 .9" rgb2=".1 .2 .3"
+             width="64" height="64"/>
     <material name="grid" texture="grid" texrepeat="4 4"/>
   </asset>
   <worldbody>

@@ -29,7 +29,7 @@ import jax
 from brax import envs as brax_envs
 from brax.envs.base import Env
 
-from memrl.envs import double_integrator, mountain_car, normalization, pendulum
+from memrl.envs import double_integrator, mountain_car, normalization, pendulum, pixels
 from memrl.envs.wrappers import (
     ActionRepeat,
     AddBatchAxis,
@@ -72,12 +72,20 @@ class EnvSpec(NamedTuple):
       observation_size: length of the (flat) observation vector.
       action_size: length of the action vector; actions lie in ``[-1, 1]``.
       episode_length: time limit in steps to pass to the wrappers.
+      observation_shape: shape of one observation: ``(observation_size,)``,
+        or ``(size, size, 3)`` for images (``pixel_spec``).
     """
 
     name: str
     observation_size: int
     action_size: int
     episode_length: int
+    observation_shape: tuple[int, ...] = ()
+
+
+def pixel_spec(spec: EnvSpec, size: int) -> EnvSpec:
+    """``spec`` with ``size x size`` RGB image observations (``memrl.envs.pixels``)."""
+    return spec._replace(observation_size=size * size * 3, observation_shape=(size, size, 3))
 
 
 def _check_name(name: Any) -> None:
@@ -145,6 +153,7 @@ def _spec_cached(name: str, items: tuple[tuple[str, Any], ...]) -> EnvSpec:
         observation_size=int(obs.shape[-1]),
         action_size=int(env.action_size),
         episode_length=_EPISODE_LENGTH[name],
+        observation_shape=tuple(int(d) for d in obs.shape),
     )
 
 
@@ -177,6 +186,8 @@ __all__ = [
     "mountain_car",
     "normalization",
     "pendulum",
+    "pixels",
+    "pixel_spec",
     "spec",
     "wrap_for_eval",
     "wrap_for_training",

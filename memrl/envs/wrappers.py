@@ -16,6 +16,8 @@ of the CPU cycles of a SAC step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from brax.envs.base import Env, State, Wrapper
@@ -186,16 +188,24 @@ def agent_steps(episode_length: int, action_repeat: int) -> int:
     return -(-episode_length // action_repeat)
 
 
-def _time_limited(env: Env, episode_length: int, action_repeat: int) -> Env:
+def _time_limited(env: Env, episode_length: int, action_repeat: int, render=None) -> Env:
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
+    if render is not None:
+        env = render(env)
     return EpisodeWrapper(env, agent_steps(episode_length, action_repeat), action_repeat=1)
 
 
-def wrap_for_training(env: Env, episode_length: int, num_envs: int, action_repeat: int = 1) -> Env:
+def wrap_for_training(
+    env: Env,
+    episode_length: int,
+    num_envs: int,
+    action_repeat: int = 1,
+    render: Callable[[Env], Env] | None = None,
+) -> Env:
     """Batched env with time limit and fresh auto-reset, for data collection.
 
-    Order: ``VmapWrapper(AutoResetWrapper(EpisodeWrapper(ActionRepeat(env))),
+    Order: ``VmapWrapper(AutoResetWrapper(EpisodeWrapper(render(ActionRepeat(env)))),
     num_envs)``: each agent step runs ``action_repeat`` frames, the time limit
     sets ``done``/``truncation``, the auto-reset acts per env on them, and the
     vmap is outermost so ``reset`` takes ONE key and splits it into
@@ -212,18 +222,27 @@ def wrap_for_training(env: Env, episode_length: int, num_envs: int, action_repea
         action_repeat)`` agent steps).
       num_envs: batch size (leading axis of every state leaf).
       action_repeat: frames per agent step.
+      render: ``env -> env`` applied above ``ActionRepeat`` (image
+        observations, ``memrl.envs.pixels.wrapper``), so that one agent step
+        renders once.
 
     Returns:
       The wrapped env; ``reset(key)`` gives states with leading axis ``num_envs``.
     """
-    env = _time_limited(env, episode_length, action_repeat)
+    env = _time_limited(env, episode_length, action_repeat, render)
     env = AutoResetWrapper(env)
     if num_envs == 1:
         return AddBatchAxis(env)
     return VmapWrapper(env, batch_size=num_envs)
 
 
-def wrap_for_eval(env: Env, episode_length: int, num_episodes: int, action_repeat: int = 1) -> Env:
+def wrap_for_eval(
+    env: Env,
+    episode_length: int,
+    num_episodes: int,
+    action_repeat: int = 1,
+    render: Callable[[Env], Env] | None = None,
+) -> Env:
     """Batched env with a time limit and no auto-reset, for evaluation.
 
     ``VmapWrapper(EpisodeWrapper(ActionRepeat(env)), num_episodes)``: each of
@@ -235,9 +254,10 @@ def wrap_for_eval(env: Env, episode_length: int, num_episodes: int, action_repea
       episode_length: time limit in frames.
       num_episodes: batch size.
       action_repeat: frames per agent step.
+      render: as for ``wrap_for_training``.
 
     Returns:
       The wrapped env; ``reset(key)`` takes one key.
     """
-    env = _time_limited(env, episode_length, action_repeat)
+    env = _time_limited(env, episode_length, action_repeat, render)
     return VmapWrapper(env, batch_size=num_episodes)

@@ -399,7 +399,7 @@ def shade(
         texel = (1 - fade) * texel + fade * jnp.asarray(texture.mean((0, 1)))
         base = jnp.where((geom == plane)[..., None], texel, base)
     light = sc.ambient + sc.headlight * jnp.maximum(0.0, -jnp.sum(normal * dirs, -1))
-    for direction, intensity in zip(sc.lights, sc.diffuse):
+    for direction, intensity in zip(sc.lights, sc.diffuse, strict=True):
         light = light + intensity * jnp.maximum(0.0, -normal @ jnp.asarray(direction))
     colour = jnp.clip(base * light[..., None], 0.0, 1.0)
     up = 0.5 + 0.5 * dirs[..., 2:3]

@@ -17,6 +17,7 @@ status 2 and one line on stderr, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import sys
 from types import ModuleType
@@ -42,6 +43,13 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
     flags.DEFINE_bool("resume", False, "Continue the run in --logdir from its last checkpoint.")
     flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
     flags.DEFINE_bool("mpc", False, "Evaluate with CEM model-predictive control (MAAC).")
+    flags.DEFINE_enum(
+        "obs",
+        defaults.obs,
+        list(envs.pixels.OBS_TYPES),
+        "Observations: the env's state vector, or RGB images rendered in the step (dreamer).",
+    )
+    flags.DEFINE_integer("image_size", defaults.image_size, "Side of --obs=pixels images.")
     config_flags.DEFINE_config_dataclass("config", agent.Config(), "Agent config overrides.")
 
 
@@ -50,9 +58,16 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def resolve_config(agent: ModuleType, env_name: str, overrides: dict):
-    """``Config.for_env(env_name)`` with the ``--config.*`` overrides applied."""
-    config = agent.Config.for_env(env_name)
+def resolve_config(agent: ModuleType, env_name: str, overrides: dict, obs: str = "state"):
+    """``Config.for_env(env_name)`` with the ``--config.*`` overrides applied.
+
+    Agents that learn from images take the observation type too:
+    ``Config.for_env(env_name, obs)``.
+    """
+    if "obs" in inspect.signature(agent.Config.for_env).parameters:
+        config = agent.Config.for_env(env_name, obs=obs)
+    else:
+        config = agent.Config.for_env(env_name)
     fields = {f.name for f in dataclasses.fields(config)}
     for name, value in overrides.items():
         if name not in fields:
@@ -109,8 +124,10 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
             logdir=logdir,
             resume=FLAGS.resume,
             progress=FLAGS.progress,
+            obs=FLAGS.obs,
+            image_size=FLAGS.image_size,
         )
-        config = resolve_config(agent, FLAGS.env, overrides)
+        config = resolve_config(agent, FLAGS.env, overrides, FLAGS.obs)
         rows = train(agent, config, run_config)
     except UserError as e:
         _fail(str(e))

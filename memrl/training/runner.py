@@ -44,6 +44,11 @@ class RunConfig:
       logdir: output directory (metrics.csv, config.json, checkpoints/).
       resume: continue from the latest checkpoint in ``logdir``.
       progress: show a progress bar on stderr.
+      obs: ``'state'`` (the env's observation vector) or ``'pixels'``
+        (``image_size`` square RGB images rendered in the step,
+        ``memrl.envs.pixels``; for agents whose module lists it in
+        ``OBSERVATIONS``).
+      image_size: side of the images in pixels.
     """
 
     env: str
@@ -56,6 +61,8 @@ class RunConfig:
     logdir: str = "runs/default"
     resume: bool = False
     progress: bool = True
+    obs: str = "state"
+    image_size: int = 64
 
 
 def validate(run: RunConfig, config: Any) -> None:
@@ -66,6 +73,10 @@ def validate(run: RunConfig, config: Any) -> None:
         value = getattr(run, name)
         if value <= 0:
             raise UserError(f"--{name} must be a positive integer, got {value}")
+    if run.obs not in envs.pixels.OBS_TYPES:
+        raise UserError(f"--obs must be one of {', '.join(envs.pixels.OBS_TYPES)}, got {run.obs!r}")
+    if run.image_size <= 0:
+        raise UserError(f"--image_size must be a positive integer, got {run.image_size}")
     num_envs = getattr(config, "num_envs", 1)
     if num_envs <= 0:
         raise UserError(f"--config.num_envs must be positive, got {num_envs}")
@@ -168,8 +179,25 @@ def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
     repeat = getattr(config, "action_repeat", 1)
     env = envs.make(run.env)
     spec = envs.spec(run.env)
-    train_env = envs.wrap_for_training(env, spec.episode_length, num_envs, repeat)
-    eval_env = envs.wrap_for_eval(env, spec.episode_length, run.eval_episodes, repeat)
+    render = None
+    if run.obs == "pixels":
+        supported = getattr(agent, "OBSERVATIONS", ("state",))
+        if "pixels" not in supported:
+            name = agent.__name__.rsplit(".", 1)[-1]
+            raise UserError(f"--obs=pixels: {name} learns from state only (pixels: dreamer)")
+        try:
+            envs.pixels.renderer(run.env, env, run.image_size)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        render = envs.pixels.wrapper(run.env, run.image_size)
+        spec = envs.pixel_spec(spec, run.image_size)
+        if hasattr(agent, "validate_spec"):
+            try:
+                agent.validate_spec(config, spec)
+            except ValueError as e:
+                raise UserError(f"bad config: {e}") from None
+    train_env = envs.wrap_for_training(env, spec.episode_length, num_envs, repeat, render)
+    eval_env = envs.wrap_for_eval(env, spec.episode_length, run.eval_episodes, repeat, render)
 
     # Counted in environment frames: one iteration is num_envs x repeat frames.
     frames = num_envs * repeat
