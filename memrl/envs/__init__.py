@@ -15,6 +15,9 @@ Contract: ``make(name, **overrides)`` returns a brax ``Env`` (unbatched
   unclipped (nominal range ``[-1, 1]``, as in the authors' code).
 * ``mountain_car`` (gymnasium MountainCarContinuous-v0) takes its force in
   ``[-1, 1]`` natively.
+* ``dmc_<domain>_<task>`` (``DMC_NAMES``): the DeepMind Control Suite through
+  MuJoCo Playground's MJX ports (``memrl.envs.dmc``; optional extra
+  ``memrl[dmc]``); every actuator's range is ``[-1, 1]``.
 
 Time limits and batching come from ``wrap_for_training`` / ``wrap_for_eval``
 with ``spec(name).episode_length``.
@@ -29,7 +32,7 @@ import jax
 from brax import envs as brax_envs
 from brax.envs.base import Env
 
-from memrl.envs import double_integrator, mountain_car, normalization, pendulum, pixels
+from memrl.envs import dmc, double_integrator, mountain_car, normalization, pendulum, pixels
 from memrl.envs.wrappers import (
     ActionRepeat,
     AddBatchAxis,
@@ -51,7 +54,9 @@ BRAX_NAMES = (
     "inverted_double_pendulum",
     "pusher",
 )
-NAMES = BRAX_NAMES + ("pendulum", "double_integrator", "mountain_car")
+# DeepMind Control Suite tasks (playground is imported only when one is built).
+DMC_NAMES = tuple(f"dmc_{task}" for task in dmc.TASKS)
+NAMES = BRAX_NAMES + ("pendulum", "double_integrator", "mountain_car") + DMC_NAMES
 
 # Steps per episode: brax's default of 1000 for its tasks; Pendulum-v1's
 # TimeLimit of 200; the authors' max_path_length of 200 for the double integrator;
@@ -61,6 +66,7 @@ _EPISODE_LENGTH = {
     "pendulum": 200,
     "double_integrator": double_integrator.EPISODE_LENGTH,
     "mountain_car": 999,
+    **{name: dmc.EPISODE_LENGTH for name in DMC_NAMES},
 }
 
 
@@ -103,6 +109,8 @@ def _build(name: str, overrides: dict[str, Any]) -> Env:
             return double_integrator.DoubleIntegrator(**overrides)
         if name == "mountain_car":
             return mountain_car.MountainCar(**overrides)
+        if name in DMC_NAMES:
+            return dmc.DMCEnv(name[len("dmc_") :], **overrides)
         kwargs = {"backend": "mjx", **overrides}
         return brax_envs.get_environment(name, **kwargs)
     except (TypeError, ValueError) as e:
@@ -177,7 +185,9 @@ __all__ = [
     "AddBatchAxis",
     "AutoResetWrapper",
     "BRAX_NAMES",
+    "DMC_NAMES",
     "agent_steps",
+    "dmc",
     "EnvSpec",
     "NAMES",
     "RescaleAction",
