@@ -56,18 +56,24 @@ playground's ``reset`` and ``step`` unchanged (as in its published baselines):
    playground sets ``mjDSBL_EULERDAMP``. That flag alone made cheetah's joint
    velocities differ from dm_control's by 0.5-1.6 after one step; without it
    they agree to 1e-5, contacts with the floor included.
-3. Observation content: pendulum's orientation is ordered ``[zz, xz]`` as in
-   dm_control (playground: ``[xz, zz]``); walker's ``height`` entry is the
-   torso's height as in dm_control (playground puts the torso's ``zz``
-   orientation there, a copy of its ``xx``).
+3. Observation content: pendulum's orientation is ordered ``[zz, xz]`` and
+   fish's observation ``[joint angles, upright, target, velocity]`` as in
+   dm_control (playground: ``[xz, zz]``, ``[upright, joint angles, ...]``);
+   walker's ``height`` entry is the torso's height as in dm_control
+   (playground puts the torso's ``zz`` orientation there, a copy of its
+   ``xx``).
 
 With 1-3, the observation and reward of every registered task equal
-dm_control's on the same physics state (checked to 1e-5, reset and 3 steps).
-Cost on CPU (200 steps in ``lax.scan``): cheetah +10-30%, walker +25%
-(mostly the damping), cartpole about 0; compile +20%.
+dm_control's on the same physics state (checked here to 1e-5 at a reset
+and after 3 steps, targets copied into dm_control's model; in
+tests/test_dmc.py for cartpole, cheetah and walker). Cost on one CPU core
+(200 steps in ``lax.scan``): cheetah +30-60% per step (an extra forward pass
+on one substep per step), cartpole about 0, walker within noise (the solver
+exits early depending on the trajectory); compile +40-50%.
 
-What still differs from dm_control (MuJoCo C), per the measurements in
-tests/test_dmc.py (5 control steps from one state, same actions):
+What still differs from dm_control (MuJoCo C), measured here from the same
+physics state with the same actions (one control step, or the 5 steps of
+tests/test_dmc.py):
 
 * Constraint solver: playground cuts MuJoCo's 100 Newton / 50 line-search
   iterations to 1-4 / 4-10. Free motion agrees to float32 rounding (walker in
@@ -78,13 +84,16 @@ tests/test_dmc.py (5 control steps from one state, same actions):
   contacts MuJoCo found (not nose-thigh): velocities differed by up to 5 for
   the 3 steps the interpenetration lasted.
 * Integrator / timestep (the control step is dm_control's everywhere):
-  cartpole and acrobot Euler (dm_control RK4; cartpole 2e-3 over 5 steps);
-  finger 0.005 s implicitfast with pyramidal cones (0.01 s Euler, elliptic);
-  reacher 0.005 s (0.02 s; joint velocities differ by 0.1-1.6 per step);
-  pendulum 0.01 s (0.02 s; 3e-4 per step); humanoid 0.005 s (0.0025 s).
+  cartpole and acrobot Euler (dm_control RK4; cartpole 2e-3 over 5 steps,
+  acrobot 1.4e-3 in one step); finger 0.005 s implicitfast with pyramidal
+  cones (0.01 s Euler, elliptic; 0.3 in joint velocity per step); reacher
+  0.005 s (0.02 s; joint velocities differ by 0.1-1.6 per step); pendulum
+  0.01 s (0.02 s; 3e-4 per step); fish 0.002 s (0.004 s; 0.8 per step);
+  swimmer 0.003 s (0.002 s).
 * Models: finger's spinner hinge damping 0.03 (dm_control 0.5), and some of
-  its geoms do not collide; reacher's and finger turn's targets are mocap
-  bodies (dm_control moves model geoms).
+  its geoms do not collide; swimmer's geoms do not collide; the targets of
+  reacher, finger turn, fish and swimmer are mocap bodies (dm_control moves
+  model geoms or sites).
 * Reset distributions follow dm_control's ``initialize_episode`` (cheetah's
   200 settling steps included) drawn from JAX keys; pendulum starts in
   ``[0, pi)`` (dm_control ``[-pi, pi)``, the same task by symmetry).
@@ -209,6 +218,11 @@ def _dm_control_obs(task: str, mj_model) -> Callable[[jax.Array, Any], jax.Array
     if task == "pendulum_swingup":
         # playground orders the pole orientation [xz, zz]; dm_control [zz, xz].
         return lambda obs, data: obs[jnp.array([1, 0, 2])]
+    if task == "fish_swim":
+        # playground: [upright, joint angles (7), target (3), qvel (13)];
+        # dm_control: [joint angles, upright, target, qvel].
+        order = jnp.array([1, 2, 3, 4, 5, 6, 7, 0, *range(8, 24)])
+        return lambda obs, data: obs[order]
     if task.startswith("walker_"):
         # playground's 'height' entry is the torso's zz orientation (equal to
         # its xx, already observed); dm_control's is the torso's height.
