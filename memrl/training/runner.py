@@ -177,8 +177,11 @@ def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
             raise UserError(f"bad config: {e}") from None
     num_envs = getattr(config, "num_envs", 1)
     repeat = getattr(config, "action_repeat", 1)
-    env = envs.make(run.env)
-    spec = envs.spec(run.env)
+    try:
+        env = envs.make(run.env)
+        spec = envs.spec(run.env)
+    except ImportError as e:  # an optional extra (dmc_* needs playground)
+        raise UserError(str(e).strip().splitlines()[0]) from None
     render = None
     if run.obs == "pixels":
         supported = getattr(agent, "OBSERVATIONS", ("state",))
