@@ -88,10 +88,17 @@ def renderer(name: str, env: Env, size: int = 64, camera: int | str = 0) -> Rend
     return lambda state: cast(state.pipeline_state)
 
 
-def wrapper(name: str, size: int = 64) -> Callable[[Env], Env]:
-    """``env -> Pixels(env, renderer(name, env, size))``: what the runner passes as ``render``."""
+def wrapper(name: str, size: int = 64, env: Env | None = None) -> Callable[[Env], Env]:
+    """``env -> Pixels(env, render)``: what the runner passes as ``render``.
 
-    def wrap(env: Env) -> Env:
-        return Pixels(env, renderer(name, env, size), (size, size, 3))
+    With ``env`` given, the renderer is built once from it now (raising
+    ValueError for an env without one) and shared by every env wrapped;
+    otherwise it is built from each wrapped env.
+    """
+    shared = None if env is None else renderer(name, env, size)
+
+    def wrap(inner: Env) -> Env:
+        draw = shared if shared is not None else renderer(name, inner, size)
+        return Pixels(inner, draw, (size, size, 3))
 
     return wrap

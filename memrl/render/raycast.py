@@ -424,9 +424,7 @@ def make_raycaster(
     sc = scene(m, camera)
 
     def render(data: Any) -> jax.Array:
-        origin = data.cam_xpos[sc.camera]
-        dirs = camera_rays(data.cam_xmat[sc.camera], sc.fovy, width, height)
-        dist, geom = intersect(sc, data.geom_xpos, data.geom_xmat, origin, dirs)
+        origin, dirs, dist, geom = _cast(sc, data, width, height)
         angle = 2 * np.tan(np.deg2rad(sc.fovy) / 2) / height
         colour = shade(sc, data.geom_xpos, data.geom_xmat, origin, dirs, dist, geom, angle)
         return jnp.round(colour * 255).astype(jnp.uint8)
@@ -438,7 +436,13 @@ def depth_and_ids(
     m: mujoco.MjModel, data: Any, width: int = 64, height: int = 64, camera: int | str = 0
 ):
     """``(dist [H, W], geom [H, W])`` of the camera's rays (inf / -1 for none): the raw ray cast."""
-    sc = scene(m, camera)
+    _, _, dist, geom = _cast(scene(m, camera), data, width, height)
+    return dist, geom
+
+
+def _cast(sc: Scene, data: Any, width: int, height: int):
+    """The camera's rays and their first hits: ``(origin, dirs, dist, geom)``."""
     origin = data.cam_xpos[sc.camera]
     dirs = camera_rays(data.cam_xmat[sc.camera], sc.fovy, width, height)
-    return intersect(sc, data.geom_xpos, data.geom_xmat, origin, dirs)
+    dist, geom = intersect(sc, data.geom_xpos, data.geom_xmat, origin, dirs)
+    return origin, dirs, dist, geom

@@ -189,10 +189,9 @@ def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
             name = agent.__name__.rsplit(".", 1)[-1]
             raise UserError(f"--obs=pixels: {name} learns from state only (pixels: dreamer)")
         try:
-            envs.pixels.renderer(run.env, env, run.image_size)
+            render = envs.pixels.wrapper(run.env, run.image_size, env)
         except ValueError as e:
             raise UserError(str(e)) from None
-        render = envs.pixels.wrapper(run.env, run.image_size)
         spec = envs.pixel_spec(spec, run.image_size)
         if hasattr(agent, "validate_spec"):
             try:
