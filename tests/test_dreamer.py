@@ -55,13 +55,21 @@ def _batch(key, b=3, t=6):
     )
 
 
-@pytest.mark.parametrize("pcont", [False, True])
-def test_actor_loss_matches_hand_computed_lambda_returns(pcont):
+@pytest.mark.parametrize(
+    "pcont,q_critic,first_state",
+    [(False, False, False), (True, False, False), (True, True, True), (False, True, False)],
+)
+def test_actor_loss_matches_hand_computed_lambda_returns(pcont, q_critic, first_state):
     """Rebuild the imagined rollout with the same keys step by step, then the
     returns with an explicit NumPy loop: G_t = r_t + c_t((1-l) v_{t+1} + l G_{t+1}),
     G_{H-1} = r_{H-1} + c_{H-1} v_H over the imagined states s_1..s_H, weights
-    w_t = prod_{k<t} c_k, loss = -mean(w G)."""
-    config = dataclasses.replace(TINY, pcont=pcont, lambda_=0.7, gamma=0.9)
+    w_t = prod_{k<t} c_k, loss = -mean(w G) (or -mean G_1 with first-state
+    gradients). With a termination head c_t = sigmoid(logit_t): the head
+    learns gamma * discount, so gamma is not applied twice. With a Q critic
+    v_t = Q(s_t, a_t) with a_t the rollout's own action at s_t."""
+    config = dataclasses.replace(
+        TINY, pcont=pcont, lambda_=0.7, gamma=0.9, q_critic=q_critic, first_state_grad=first_state
+    )
     lrn = dreamer.init_learner(jax.random.PRNGKey(1), (OBS,), ACT, config)
     nets = lrn.nets
     post, _ = wm.observe(
@@ -76,22 +84,33 @@ def test_actor_loss_matches_hand_computed_lambda_returns(pcont):
     loss, (_, imagination) = jax.jit(dreamer.actor_loss)(lrn.actor, lrn, post, key)
 
     # Hand-built rollout with the keys imagine() uses.
+    k_imagine, k_last, _ = jax.random.split(key, 3)
     starts = post if not pcont else jax.tree_util.tree_map(lambda x: x[:-1], post)
     state = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), starts)
-    feats = []
-    for k in jax.random.split(key, config.horizon):
+
+    def sample(feat, k):
+        params = nets.actor.apply(lrn.actor, feat)
+        eps = jax.random.normal(k, params.mean.shape)
+        return jnp.tanh(params.mean + jnp.exp(params.log_std) * eps)
+
+    feats, actions = [], []
+    for k in jax.random.split(k_imagine, config.horizon):
         k_act, k_img = jax.random.split(k)
-        params = nets.actor.apply(lrn.actor, wm.feature(state))
-        eps = jax.random.normal(k_act, params.mean.shape)
-        action = jnp.tanh(params.mean + jnp.exp(params.log_std) * eps)
+        action = sample(wm.feature(state), k_act)
         state = nets.rssm.apply(lrn.model["rssm"], state, action, k_img, method=wm.RSSM.img_step)
         feats.append(wm.feature(state))
+        actions.append(action)
     feat = jnp.stack(feats)
     r = np.asarray(nets.reward.apply(lrn.model["reward"], feat), np.float64)
-    v = np.asarray(nets.value.apply(lrn.value, feat), np.float64)
+    if q_critic:
+        taken = jnp.stack(actions[1:] + [sample(feat[-1], k_last)])
+        v = nets.value.apply(lrn.value, jnp.concatenate([feat, taken], -1))
+    else:
+        v = nets.value.apply(lrn.value, feat)
+    v = np.asarray(v, np.float64)
     if pcont:
         logits = np.asarray(nets.cont.apply(lrn.model["cont"], feat), np.float64)
-        c = config.gamma / (1.0 + np.exp(-logits))
+        c = 1.0 / (1.0 + np.exp(-logits))
     else:
         c = np.full_like(r, config.gamma)
     h, lam = config.horizon, config.lambda_
@@ -104,7 +123,13 @@ def test_actor_loss_matches_hand_computed_lambda_returns(pcont):
         w[t] = w[t - 1] * c[t - 1]
     np.testing.assert_allclose(imagination.returns, g, rtol=2e-4, atol=2e-4)
     np.testing.assert_allclose(imagination.weight, w, rtol=1e-5)
-    np.testing.assert_allclose(loss, -np.mean(w * g), rtol=2e-4, atol=2e-4)
+    expected = -np.mean(g[0]) if first_state else -np.mean(w * g)
+    np.testing.assert_allclose(loss, expected, rtol=2e-4, atol=2e-4)
+    if q_critic:  # Q(s_{t-1}, a_{t-1}) regresses onto G_t
+        start = wm.feature(state.__class__(*[x.reshape((-1,) + x.shape[2:]) for x in starts]))
+        prev = jnp.concatenate([start[None], feat[:-2]], 0)
+        inputs = jnp.concatenate([prev, jnp.stack(actions[:-1])], -1)
+        np.testing.assert_allclose(imagination.inputs, inputs, rtol=1e-5, atol=1e-6)
 
 
 def test_actor_gradient_flows_through_dynamics_and_value_sees_stop_gradient(learner):

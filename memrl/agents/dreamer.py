@@ -28,6 +28,7 @@ Algorithm (Dreamer, Algorithm 1), as the runner drives it:
 # No `from __future__ import annotations` here: ml_collections reads Config field
 # types at runtime to parse --config.<field> flags.
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.struct as struct
@@ -94,6 +95,41 @@ class Config:
       num_envs: parallel environments per seed (``envs = 1``).
       mode_samples: samples of the actor's sample-based mode used for
         deterministic (evaluation) actions (``SampleDist(samples=100)``).
+
+    Revised Dreamer (paper 004 Sec. 4.2; ``REVISED`` turns them all on; off
+    by default, which is the authors' Dreamer):
+
+      pcont: the termination model (above). The imagined discounts become
+        ``c_t = P(continue | s_t)`` as predicted (the head learns the target
+        ``gamma * discount``, so its probability already holds gamma), in the
+        lambda-returns and in the weights ``prod_{k<t} c_k``.
+      first_state_grad: the actor maximizes only the return of the first
+        imagined step of each sequence (the decision taken at the posterior
+        start), not the mean over all imagined steps.
+      observe_before_act: act on the posterior ``q(z_t | h_t, o_t)`` (True:
+        the authors' code, and Revised Dreamer's block rearrangement) or on
+        the prior ``p(z_t | h_t)``, so that ``o_t`` enters the state only
+        after ``a_t`` is taken and an episode's first observation is never
+        seen before acting (False: the order paper 004 Sec. 4.2 describes
+        for the original architecture). The authors' v1 code already
+        encodes ``o_0`` before its first action (zero state and action at a
+        reset, then ``obs_step``), so the rearrangement changes nothing
+        relative to that code; False reproduces the paper's baseline.
+      fixed_prior: the KL term becomes ``kl_scale KL(q || N(0, I)) +
+        jeffreys_scale D_J(q, p)`` (``world_model.model_loss``); the
+        learned prior still drives imagination.
+      jeffreys_scale: weight of the Jeffreys divergence (paper: 0.1; the
+        paper's Revised Dreamer also sets ``kl_scale = 0.1``).
+      q_critic: learn ``Q(s, a)`` instead of ``V(s)``; inside the returns
+        ``V(s) = E_{a ~ pi} Q(s, a)`` is estimated with the reparameterized
+        action the actor takes at ``s`` (one sample).
+      smooth_l1: Smooth L1 (Huber, delta 1) losses for the critic and the
+        reward head instead of squared errors.
+      decoder_stoch_only: the observation decoder reads only ``z``, not
+        ``(z, h)``.
+      random_action_prob: probability of a uniform random action while
+        exploring (paper: "a probability to make a random action", value not
+        given; Revised Dreamer in memrl uses 0.1).
     """
 
     stoch_size: int = 30
@@ -131,6 +167,14 @@ class Config:
     buffer_size: int = 1_000_000
     num_envs: int = 1
     mode_samples: int = 100
+    first_state_grad: bool = False
+    observe_before_act: bool = True
+    fixed_prior: bool = False
+    jeffreys_scale: float = 0.1
+    q_critic: bool = False
+    smooth_l1: bool = False
+    decoder_stoch_only: bool = False
+    random_action_prob: float = 0.0
 
     @classmethod
     def for_env(cls, env_name: str, obs: str = "state") -> "Config":
@@ -191,6 +235,27 @@ OBSERVATIONS = ("state", "pixels")  # the runner's --obs values Dreamer learns f
 
 # Pendulum-sized Dreamer from 64x64 images on a CPU (Config.for_env(..., 'pixels')).
 CPU_PIXELS = dict(cnn_depth=8, train_steps=50, buffer_size=50_000)
+
+# Revised Dreamer (paper 004 Sec. 4.2 and 5.1): every modification on, the
+# stochastic state 128 and both divergence coefficients 0.1.
+REVISED = dict(
+    pcont=True,
+    first_state_grad=True,
+    observe_before_act=True,
+    fixed_prior=True,
+    kl_scale=0.1,
+    jeffreys_scale=0.1,
+    stoch_size=128,
+    q_critic=True,
+    smooth_l1=True,
+    decoder_stoch_only=True,
+    random_action_prob=0.1,
+)
+
+
+def revised(config: Config) -> Config:
+    """``config`` with Revised Dreamer's modifications (``REVISED``)."""
+    return dataclasses.replace(config, **REVISED)
 
 
 class Networks(NamedTuple):
@@ -347,16 +412,16 @@ def init_learner(
     embed_size = nets.encoder.apply(encoder, _preprocess(obs)).shape[-1]
     rssm = wm.init_rssm(nets.rssm, keys[1], embed_size, action_size)
     feat = jnp.zeros((1, config.stoch_size + config.deter_size))
+    decoder_input = feat[:, : config.stoch_size] if config.decoder_stoch_only else feat
     model = {
         "encoder": encoder,
         "rssm": rssm,
-        "decoder": nets.decoder.init(keys[2], feat),
+        "decoder": nets.decoder.init(keys[2], decoder_input),
         "reward": nets.reward.init(keys[3], feat),
     }
     if nets.cont is not None:
         model["cont"] = nets.cont.init(keys[4], feat)
-    actor = nets.actor.init(keys[5], feat)
-    value = nets.value.init(keys[6], feat)
+    actor, value = init_behavior(keys[5:7], config, nets, action_size)
     return Learner(
         model=model,
         actor=actor,
@@ -368,6 +433,19 @@ def init_learner(
         obs_shape=obs_shape,
         action_size=action_size,
     )
+
+
+def init_behavior(
+    keys: jax.Array, config: Config, nets: Networks, action_size: int
+) -> tuple[PyTree, PyTree]:
+    """Fresh actor and critic parameters from two keys (the critic is
+    ``V(feat)``, or ``Q(feat, action)`` with ``q_critic``)."""
+    k_actor, k_critic = keys
+    feat = jnp.zeros((1, config.stoch_size + config.deter_size))
+    critic_input = feat
+    if config.q_critic:
+        critic_input = jnp.zeros((1, feat.shape[-1] + action_size))
+    return nets.actor.init(k_actor, feat), nets.value.init(k_critic, critic_input)
 
 
 def example_step(obs_shape: tuple[int, ...], action_size: int) -> SequenceStep:
@@ -415,6 +493,41 @@ def init_carry(state: AgentState | Learner, batch_size: int) -> Carry:
     )
 
 
+def observe_step(
+    learner: Learner, carry: Carry, obs: jax.Array, key: jax.Array
+) -> tuple[wm.RSSMState, jax.Array]:
+    """Filters ``obs`` into the RSSM state: ``post = obs_step(carry.latent,
+    carry.action, encode(obs))``.
+
+    Returns:
+      ``(post, feat)``: the posterior to carry, and the feature the policy
+      reads: the posterior's, or the prior's when not ``observe_before_act``.
+    """
+    nets = learner.nets
+    embed = nets.encoder.apply(learner.model["encoder"], _preprocess(obs))
+    post, prior = nets.rssm.apply(
+        learner.model["rssm"], carry.latent, carry.action, embed, key, method=wm.RSSM.obs_step
+    )
+    return post, wm.feature(post if learner.config.observe_before_act else prior)
+
+
+def explore_action(config: Config, dist: policy_lib.GaussianParams, key: jax.Array) -> jax.Array:
+    """An exploring action: the actor's sample, plus ``N(0, expl_amount^2)``
+    noise clipped to ``[-1, 1]``, replaced by a uniform random action with
+    probability ``random_action_prob`` (Revised Dreamer)."""
+    k_act, k_noise = jax.random.split(key)
+    action, _ = policy_lib.sample_and_log_prob(dist, k_act)
+    if config.expl_amount:
+        noise = config.expl_amount * jax.random.normal(k_noise, action.shape, action.dtype)
+        action = jnp.clip(action + noise, -1.0, 1.0)
+    if config.random_action_prob:
+        k_coin, k_uniform = jax.random.split(jax.random.fold_in(k_noise, 1))
+        coin = jax.random.uniform(k_coin, action.shape[:-1] + (1,)) < config.random_action_prob
+        uniform = jax.random.uniform(k_uniform, action.shape, action.dtype, -1.0, 1.0)
+        action = jnp.where(coin, uniform, action)
+    return action
+
+
 def act(
     state: AgentState | Learner,
     obs: jax.Array,
@@ -424,10 +537,10 @@ def act(
 ) -> tuple[jax.Array, Carry]:
     """One policy step (the authors' ``Dreamer.policy``).
 
-    ``latent = obs_step(carry.latent, carry.action, encode(obs))``; the action
-    is the actor's sample plus ``N(0, expl_amount^2)`` noise clipped to
-    ``[-1, 1]``, or, when ``deterministic``, the actor's sample-based mode
-    without noise.
+    ``latent = obs_step(carry.latent, carry.action, encode(obs))``
+    (``observe_step``); the action is ``explore_action`` (the actor's sample
+    plus exploration noise) or, when ``deterministic``, the actor's
+    sample-based mode without noise.
 
     Args:
       state: agent state or learner.
@@ -444,18 +557,13 @@ def act(
     config, nets = learner.config, learner.nets
     if carry is None:
         carry = init_carry(learner, obs.shape[0])
-    k_obs, k_act, k_noise = jax.random.split(key, 3)
-    embed = nets.encoder.apply(learner.model["encoder"], _preprocess(obs))
-    latent, _ = nets.rssm.apply(
-        learner.model["rssm"], carry.latent, carry.action, embed, k_obs, method=wm.RSSM.obs_step
-    )
-    dist = nets.actor.apply(learner.actor, wm.feature(latent))
+    k_obs, k_act = jax.random.split(key)
+    latent, feat = observe_step(learner, carry, obs, k_obs)
+    dist = nets.actor.apply(learner.actor, feat)
     if deterministic:
         action = policy_lib.sample_mode(dist, k_act, config.mode_samples)
     else:
-        action, _ = policy_lib.sample_and_log_prob(dist, k_act)
-        noise = config.expl_amount * jax.random.normal(k_noise, action.shape, action.dtype)
-        action = jnp.clip(action + noise, -1.0, 1.0)
+        action = explore_action(config, dist, k_act)
     return action, Carry(latent=latent, action=action)
 
 
@@ -466,8 +574,9 @@ def act(
 def model_loss(
     model: PyTree, learner: Learner, batch: SequenceStep, key: jax.Array
 ) -> tuple[jax.Array, tuple[dict, wm.RSSMState]]:
-    """World-model loss (paper 004 eq. 3-4; ``world_model.model_loss``) on a
-    time-major batch. Returns the posterior too (the imagination starts there).
+    """World-model loss (paper 004 eq. 3-4; ``world_model.model_loss``, with
+    Revised Dreamer's divergence and reward loss by flag) on a time-major
+    batch. Returns the posterior too (the imagination starts there).
     """
     config, nets = learner.config, learner.nets
     obs = _preprocess(batch.obs)
@@ -475,10 +584,11 @@ def model_loss(
     post, prior = wm.observe(nets.rssm, model["rssm"], embed, batch.action, batch.is_first, key)
     feat = wm.feature(post)
     cont_logits = nets.cont.apply(model["cont"], feat) if nets.cont is not None else None
+    decoder_input = post.stoch if config.decoder_stoch_only else feat
     loss, metrics = wm.model_loss(
         post,
         prior,
-        nets.decoder.apply(model["decoder"], feat),
+        nets.decoder.apply(model["decoder"], decoder_input),
         obs,
         nets.reward.apply(model["reward"], feat),
         batch.reward,
@@ -488,94 +598,239 @@ def model_loss(
         pcont_scale=config.pcont_scale,
         kl_scale=config.kl_scale,
         nats=config.free_nats,
+        fixed_prior=config.fixed_prior,
+        jeffreys_scale=config.jeffreys_scale,
+        reward_smooth_l1=config.smooth_l1,
     )
     return loss, (metrics, post)
 
 
 class Imagination(NamedTuple):
-    """What the actor loss computed and the value loss reuses.
+    """What the actor loss computed and the critic loss (and MaxEnt Dreamer's
+    MDN) reuse; everything stop-gradient.
 
     Attributes:
-      feat: imagined features ``[H, N, F]`` (stop-gradient).
-      returns: lambda-returns ``[H - 1, N]`` (stop-gradient).
-      weight: ``[H - 1, N]`` cumulative discounts ``prod_{k<t} c_k`` (1 at t = 0).
+      inputs: the critic's inputs for the targets ``returns``, ``[H - 1, N,
+        ...]``: the features of ``s_1 .. s_{H-1}`` (V), or those of ``s_0 ..
+        s_{H-2}`` with the actions ``a_0 .. a_{H-2}`` taken there (Q).
+      returns: lambda-returns ``G_1 .. G_{H-1}``, ``[H - 1, N]``.
+      weight: ``[H - 1, N]`` cumulative discounts ``prod_{k<t} c_k`` (1 at t = 1).
+      feat: features of the start and the imagined states ``s_0 .. s_H``,
+        ``[H + 1, N, F]``.
     """
 
-    feat: jax.Array
+    inputs: jax.Array
     returns: jax.Array
     weight: jax.Array
+    feat: jax.Array
+
+
+def critic_value(nets: Networks, critic: PyTree, feat: jax.Array, action: jax.Array | None):
+    """``V(feat)``, or ``Q(feat, action)`` when ``action`` is given (``q_critic``)."""
+    if action is not None:
+        feat = jnp.concatenate([feat, action], axis=-1)
+    return nets.value.apply(critic, feat)
+
+
+def policy_fn(nets: Networks, actor: PyTree, deterministic: bool = False):
+    """``(feat, key) -> action`` for imagination: the actor reads stop-gradient
+    features (as in Dreamer) and samples with the reparameterization trick,
+    or, when ``deterministic``, returns ``tanh(mean)`` (MaxEnt Dreamer's
+    deterministic agent)."""
+
+    def fn(feat, key):
+        params = nets.actor.apply(actor, jax.lax.stop_gradient(feat))
+        if deterministic:
+            return policy_lib.mode(params)
+        action, _ = policy_lib.sample_and_log_prob(params, key)
+        return action
+
+    return fn
+
+
+BonusFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def actor_loss(
-    actor: PyTree, learner: Learner, post: wm.RSSMState, key: jax.Array
+    actor: PyTree,
+    learner: Learner,
+    post: wm.RSSMState,
+    key: jax.Array,
+    critic: PyTree | None = None,
+    deterministic: bool = False,
+    bonus_fn: BonusFn | None = None,
 ) -> tuple[jax.Array, tuple[dict, Imagination]]:
     """Dreamer's actor objective on imagined trajectories (the authors' actor tape).
 
-    From every posterior state (stop-gradient; without the last step when a
-    continuation head is learned, as that step could be terminal) imagine
-    ``H`` prior steps ``s_1..s_H`` with ``a_k ~ pi(.|stop_grad(feat(s_k)))``
-    (reparameterized). With ``r_t = reward(s_t)``, ``v_t = V(s_t)`` and
-    ``c_t = gamma`` (or ``gamma * P(continue | s_t)``), the lambda-returns of
-    paper 004 eq. 5 over ``t = 1..H-1`` (indices of the imagined states)::
+    From every posterior state ``s_0`` (stop-gradient; without the last step
+    when a continuation head is learned, as that step could be terminal)
+    imagine ``H`` prior steps ``s_1..s_H`` with ``a_k ~ pi(.|stop_grad(feat(s_k)))``
+    (reparameterized). With ``r_t = reward(s_t)`` (the reward that comes with
+    ``s_t``), ``v_t = V(s_t)`` and ``c_t = gamma`` (or ``c_t = P(continue |
+    s_t)`` from the termination head, which learns ``gamma * discount``), the
+    lambda-returns of paper 004 eq. 5 over ``t = 1..H-1``::
 
         G_t = r_t + c_t ((1 - lambda) v_{t+1} + lambda G_{t+1}),  G_H := v_H,
 
-    and ``J = -mean_{t,n} [w_t G_t]`` with ``w_t = prod_{k<t} c_k``
-    (stop-gradient). The gradient reaches the actor through the actions and
-    the learned dynamics (reward, value and RSSM parameters are held fixed).
+    and ``J = -mean_{t,n} [w_t G_t]`` with ``w_t = prod_{1<=k<t} c_k``
+    (stop-gradient). A predicted termination at ``s_t`` (``c_t = 0``) keeps
+    ``r_t`` and cuts everything after it, including the weights of later
+    terms. The gradient reaches the actor through the actions and the
+    learned dynamics (reward, value and RSSM parameters are held fixed).
+
+    Revised Dreamer (paper 004 Sec. 4.2), by flag:
+
+    * ``q_critic``: ``v_t = Q(s_t, a_t)`` with ``a_t`` the reparameterized
+      action the actor takes at ``s_t`` in the rollout (``a_H`` is one more
+      sample), a one-sample estimate of ``V(s) = E_{a ~ pi} Q(s, a)``
+      through which the actor's gradient also flows. ``G_t`` is the target
+      of ``Q(s_{t-1}, a_{t-1})``.
+    * ``first_state_grad``: ``J = -mean_n G_1``: only the return of the
+      first imagined step (the action taken at the real posterior state)
+      is maximized, so the actor does not optimize rewards of imagined
+      states an episode's end would never reach.
+
+    ``bonus_fn(feat [H + 1, N, F], key) -> [H - 1, N]`` (MaxEnt Dreamer,
+    eq. 7) adds a bonus ``b_t`` for the decision at ``s_{t-1}`` to ``G_t``
+    before the weighting; ``feat`` holds ``s_0 .. s_H`` and is
+    differentiable with respect to the actor.
+
+    Args:
+      actor: actor parameters (differentiated).
+      learner: world model and default critic.
+      post: posterior states from ``model_loss``, leaves ``[T, B, size]``.
+      key: PRNG key.
+      critic: critic parameters (default ``learner.value``).
+      deterministic: imagine with ``tanh(mean)`` actions.
+      bonus_fn: optional bonus.
     """
     config, nets = learner.config, learner.nets
     model = learner.model
+    critic = learner.value if critic is None else critic
     if config.pcont:
         post = jax.tree_util.tree_map(lambda x: x[:-1], post)
     start = jax.tree_util.tree_map(
         lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), post
     )
-
-    def policy_fn(feat, k):
-        params = nets.actor.apply(actor, jax.lax.stop_gradient(feat))
-        action, _ = policy_lib.sample_and_log_prob(params, k)
-        return action
-
-    states, _ = wm.imagine(nets.rssm, model["rssm"], policy_fn, start, config.horizon, key)
-    feat = wm.feature(states)  # [H, N, F]
+    k_imagine, k_last, k_bonus = jax.random.split(key, 3)
+    act_fn = policy_fn(nets, actor, deterministic)
+    states, actions = wm.imagine(nets.rssm, model["rssm"], act_fn, start, config.horizon, k_imagine)
+    feat = wm.feature(states)  # [H, N, F]: s_1 .. s_H
     reward = nets.reward.apply(model["reward"], feat)
-    value = nets.value.apply(learner.value, feat)
     if config.pcont:
-        pcont = config.gamma * jax.nn.sigmoid(nets.cont.apply(model["cont"], feat))
+        pcont = jax.nn.sigmoid(nets.cont.apply(model["cont"], feat))
     else:
         pcont = config.gamma * jnp.ones_like(reward)
+    if config.q_critic:
+        taken = jnp.concatenate([actions[1:], act_fn(feat[-1], k_last)[None]], 0)
+        value = critic_value(nets, critic, feat, taken)
+    else:
+        value = critic_value(nets, critic, feat, None)
     returns = jax.vmap(returns_lib.lambda_returns, in_axes=(1, 1, 1, None), out_axes=1)(
         reward[:-1], pcont[:-1], value[1:], config.lambda_
     )
     weight = jnp.cumprod(jnp.concatenate([jnp.ones_like(pcont[:1]), pcont[:-2]], 0), 0)
     weight = jax.lax.stop_gradient(weight)
-    loss = -jnp.mean(weight * returns)
+    all_feat = jnp.concatenate([wm.feature(start)[None], feat], 0)  # s_0 .. s_H
+    objective = returns
+    metrics = {}
+    if bonus_fn is not None:
+        bonus = bonus_fn(all_feat, k_bonus)
+        objective = returns + bonus
+        metrics["imagine/bonus"] = jnp.mean(bonus)
+    if config.first_state_grad:
+        loss = -jnp.mean(objective[0])
+    else:
+        loss = -jnp.mean(weight * objective)
+    if config.q_critic:
+        inputs = jnp.concatenate([all_feat[:-2], actions[:-1]], -1)
+    else:
+        inputs = feat[:-1]
     imagination = Imagination(
-        feat=jax.lax.stop_gradient(feat),
+        inputs=jax.lax.stop_gradient(inputs),
         returns=jax.lax.stop_gradient(returns),
         weight=weight,
+        feat=jax.lax.stop_gradient(all_feat),
     )
-    metrics = {
-        "loss/actor": loss,
-        "imagine/return": jnp.mean(returns),
-        "imagine/reward": jnp.mean(reward),
-    }
+    metrics.update(
+        {
+            "loss/actor": loss,
+            "imagine/return": jnp.mean(returns),
+            "imagine/reward": jnp.mean(reward),
+        }
+    )
     return loss, (metrics, imagination)
 
 
-def value_loss(value: PyTree, learner: Learner, imagination: Imagination) -> tuple[jax.Array, dict]:
-    """``J_V = mean_{t,n} w_t 1/2 (V(s_t) - stop_grad(G_t))^2`` over the
-    imagined states ``t = 1..H-1`` (the authors' ``-log N(G_t; V(s_t), 1)``
-    without its constant)."""
-    pred = learner.nets.value.apply(value, imagination.feat[:-1])
-    loss = jnp.mean(imagination.weight * 0.5 * jnp.square(pred - imagination.returns))
+def value_loss(
+    critic: PyTree, learner: Learner, imagination: Imagination
+) -> tuple[jax.Array, dict]:
+    """``J = mean_{t,n} w_t l(C(x_t) - stop_grad(G_t))`` over ``t = 1..H-1``
+    with ``C(x_t) = V(s_t)`` or ``Q(s_{t-1}, a_{t-1})`` and ``l(x) = x^2 / 2``
+    (the authors' ``-log N(G_t; V(s_t), 1)`` without its constant) or, with
+    ``smooth_l1``, the Huber loss with delta 1."""
+    pred = learner.nets.value.apply(critic, imagination.inputs)
+    if learner.config.smooth_l1:
+        error = optax.huber_loss(pred, imagination.returns, delta=1.0)
+    else:
+        error = 0.5 * jnp.square(pred - imagination.returns)
+    loss = jnp.mean(imagination.weight * error)
     return loss, {"loss/value": loss, "value/mean": jnp.mean(pred)}
 
 
-def _apply(params, opt_state, grads, config: Config, learning_rate: float):
+def apply_gradients(params, opt_state, grads, config: Config, learning_rate: float):
+    """One clipped Adam step; returns ``(params, opt_state, gradient norm)``."""
     updates, opt_state = optimizer(config, learning_rate).update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
+
+
+def time_major(batch: SequenceStep) -> SequenceStep:
+    """``[B, T, ...]`` (as sampled) -> ``[T, B, ...]``."""
+    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), batch)
+
+
+def update_all(
+    learner: Learner, batch: SequenceStep, key: jax.Array, bonus_fn: BonusFn | None = None
+) -> tuple[Learner, dict, wm.RSSMState, Imagination]:
+    """``update``, also returning the posterior and the imagination (MaxEnt
+    Dreamer trains more modules on them). ``batch`` is time-major."""
+    config = learner.config
+    k_model, k_actor = jax.random.split(key)
+    (_, (model_metrics, post)), model_grads = jax.value_and_grad(model_loss, has_aux=True)(
+        learner.model, learner, batch, k_model
+    )
+    (_, (actor_metrics, imagination)), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+        learner.actor, learner, post, k_actor, bonus_fn=bonus_fn
+    )
+    (_, value_metrics), value_grads = jax.value_and_grad(value_loss, has_aux=True)(
+        learner.value, learner, imagination
+    )
+    model, model_opt, model_norm = apply_gradients(
+        learner.model, learner.model_opt, model_grads, config, config.model_lr
+    )
+    actor, actor_opt, actor_norm = apply_gradients(
+        learner.actor, learner.actor_opt, actor_grads, config, config.actor_lr
+    )
+    value, value_opt, value_norm = apply_gradients(
+        learner.value, learner.value_opt, value_grads, config, config.value_lr
+    )
+    new = learner.replace(
+        model=model,
+        actor=actor,
+        value=value,
+        model_opt=model_opt,
+        actor_opt=actor_opt,
+        value_opt=value_opt,
+    )
+    metrics = {
+        **model_metrics,
+        **actor_metrics,
+        **value_metrics,
+        "grad_norm/model": model_norm,
+        "grad_norm/actor": actor_norm,
+        "grad_norm/value": value_norm,
+    }
+    return new, metrics, jax.lax.stop_gradient(post), imagination
 
 
 def update(learner: Learner, batch: SequenceStep, key: jax.Array) -> tuple[Learner, dict]:
@@ -592,43 +847,7 @@ def update(learner: Learner, batch: SequenceStep, key: jax.Array) -> tuple[Learn
     Returns:
       The new learner and a flat dict of scalar metrics.
     """
-    config = learner.config
-    batch = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), batch)  # [T, B, ...]
-    k_model, k_actor = jax.random.split(key)
-    (_, (model_metrics, post)), model_grads = jax.value_and_grad(model_loss, has_aux=True)(
-        learner.model, learner, batch, k_model
-    )
-    (_, (actor_metrics, imagination)), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-        learner.actor, learner, post, k_actor
-    )
-    (_, value_metrics), value_grads = jax.value_and_grad(value_loss, has_aux=True)(
-        learner.value, learner, imagination
-    )
-    model, model_opt, model_norm = _apply(
-        learner.model, learner.model_opt, model_grads, config, config.model_lr
-    )
-    actor, actor_opt, actor_norm = _apply(
-        learner.actor, learner.actor_opt, actor_grads, config, config.actor_lr
-    )
-    value, value_opt, value_norm = _apply(
-        learner.value, learner.value_opt, value_grads, config, config.value_lr
-    )
-    learner = learner.replace(
-        model=model,
-        actor=actor,
-        value=value,
-        model_opt=model_opt,
-        actor_opt=actor_opt,
-        value_opt=value_opt,
-    )
-    metrics = {
-        **model_metrics,
-        **actor_metrics,
-        **value_metrics,
-        "grad_norm/model": model_norm,
-        "grad_norm/actor": actor_norm,
-        "grad_norm/value": value_norm,
-    }
+    learner, metrics, _, _ = update_all(learner, time_major(batch), key)
     return learner, metrics
 
 
@@ -691,12 +910,17 @@ def periodic(state: AgentState, key: jax.Array, step: jax.Array) -> tuple[AgentS
     Metrics are the means over the updates; ``count/policy_updates`` counts them.
     """
     del step
-    config = state.learner.config
+    return train_phase(state, key, update, state.learner.config)
+
+
+def train_phase(state: AgentState, key: jax.Array, update_fn, config: Config):
+    """``config.train_steps`` scanned ``update_fn(learner, batch, key)`` calls,
+    each on a fresh ``batch_size x batch_length`` sample of the replay."""
 
     def one(learner, k):
         k_sample, k_update = jax.random.split(k)
         batch = sequence_lib.sample(state.buffer, k_sample, config.batch_size, config.batch_length)
-        return update(learner, batch, k_update)
+        return update_fn(learner, batch, k_update)
 
     learner, metrics = jax.lax.scan(one, state.learner, jax.random.split(key, config.train_steps))
     metrics = jax.tree_util.tree_map(jnp.mean, metrics)

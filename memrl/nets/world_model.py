@@ -34,6 +34,7 @@ import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from memrl import divergences
 from memrl.nets.conv import Conv, ConvTranspose
@@ -471,6 +472,9 @@ def model_loss(
     pcont_scale: float = 10.0,
     kl_scale: float = 1.0,
     nats: float = 3.0,
+    fixed_prior: bool = False,
+    jeffreys_scale: float = 0.1,
+    reward_smooth_l1: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Dreamer's world-model loss (paper 004 eq. 3-4; Dreamer v1 ``_train``).
 
@@ -495,6 +499,23 @@ def model_loss(
     discount | logits)`` to the likelihoods (the authors' target is
     ``discount * data['discount']``).
 
+    Revised Dreamer (paper 004 Sec. 4.2), by flag:
+
+    * ``fixed_prior``: the divergence term becomes
+
+          kl_scale * KL(q(z_t | h_t, o_t) || N(0, I))
+          + jeffreys_scale * D_J(q(z_t | h_t, o_t), p(z_t | h_t)),
+
+      ``D_J(P, Q) = KL(P || Q) + KL(Q || P)`` (paper: both coefficients
+      0.1). The learned prior p(z_t | h_t) is still trained (through D_J)
+      and still drives imagination. The paper does not say how free nats
+      combine with these terms; memrl keeps Dreamer's rule and applies
+      ``max(mean, nats)`` to each divergence's batch mean before scaling.
+    * ``reward_smooth_l1``: the reward term is the Smooth L1 (Huber, delta
+      1) loss ``mean l(reward_mean - reward)`` with ``l(x) = x^2 / 2`` for
+      ``|x| <= 1`` and ``|x| - 1/2`` beyond, in place of the Gaussian NLL
+      (the two agree up to a constant for errors below 1).
+
     Args:
       post, prior: from ``observe``, leaves [T, B, size].
       obs_mean: decoder means, [T, B, *event] (image: 64, 64, 3; vector: D).
@@ -507,6 +528,9 @@ def model_loss(
       pcont_scale: weight of the continuation likelihood (Dreamer: 10).
       kl_scale: beta (Dreamer: 1).
       nats: free nats (Dreamer: 3).
+      fixed_prior: Revised Dreamer's N(0, I) + Jeffreys divergence term.
+      jeffreys_scale: weight of the Jeffreys divergence with ``fixed_prior``.
+      reward_smooth_l1: Revised Dreamer's Smooth L1 reward loss.
 
     Returns:
       ``(loss, metrics)``: a scalar and a flat dict of ``model/*`` scalars.
@@ -515,18 +539,30 @@ def model_loss(
     chex.assert_equal_shape([reward_mean, reward])
     event_ndims = obs.ndim - reward.ndim
     obs_log_prob = jnp.mean(reconstruction_log_prob(obs_mean, obs, event_ndims))
-    reward_log_prob = jnp.mean(reconstruction_log_prob(reward_mean, reward, 0))
+    if reward_smooth_l1:
+        reward_log_prob = -jnp.mean(optax.huber_loss(reward_mean, reward, delta=1.0))
+    else:
+        reward_log_prob = jnp.mean(reconstruction_log_prob(reward_mean, reward, 0))
     kl = divergences.kl_diag_gaussian(post.mean, post.std, prior.mean, prior.std)
-    kl_loss = divergences.free_nats(kl, nats)
-    likelihood = obs_log_prob + reward_log_prob
     metrics = {}
+    if fixed_prior:
+        kl_fixed = divergences.kl_to_standard_normal(post.mean, post.std)
+        jeffreys = divergences.jeffreys_diag_gaussian(post.mean, post.std, prior.mean, prior.std)
+        kl_loss = kl_scale * divergences.free_nats(kl_fixed, nats) + jeffreys_scale * (
+            divergences.free_nats(jeffreys, nats)
+        )
+        metrics["model/kl_fixed_prior"] = jnp.mean(kl_fixed)
+        metrics["model/jeffreys"] = jnp.mean(jeffreys)
+    else:
+        kl_loss = kl_scale * divergences.free_nats(kl, nats)
+    likelihood = obs_log_prob + reward_log_prob
     if cont_logits is not None:
         if discount is None:
             raise ValueError("model_loss: cont_logits needs discount")
         cont_log_prob = jnp.mean(continuation_log_prob(cont_logits, gamma * discount))
         likelihood = likelihood + pcont_scale * cont_log_prob
         metrics["model/cont_nll"] = -cont_log_prob
-    loss = kl_scale * kl_loss - likelihood
+    loss = kl_loss - likelihood
     metrics.update(
         {
             "model/loss": loss,
