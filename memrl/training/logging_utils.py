@@ -94,9 +94,14 @@ def rows(
     train_returns: np.ndarray,
     agent_metrics: dict,
     counts: dict | None = None,
+    coverage: dict | None = None,
 ) -> list[dict]:
     """One row per seed; ``eval_returns`` is ``[num_seeds, episodes]``; metrics
-    that are ``None`` (no learning in the window) are left empty."""
+    that are ``None`` (no learning in the window) are left empty.
+
+    ``coverage`` (``coverage/entropy`` float, ``coverage/cells`` int, each
+    ``[num_seeds]``) gives the last columns; envs without a coverage grid pass
+    ``{}`` and their rows have no such columns."""
     out = []
     for i, seed in enumerate(seeds):
         row = {
@@ -112,6 +117,9 @@ def rows(
         for key in sorted(agent_metrics):
             value = agent_metrics[key]
             row[key] = "" if value is None else float(np.asarray(value)[i])
+        for key in sorted(coverage or {}):
+            value = np.asarray(coverage[key])[i]
+            row[key] = int(value) if np.issubdtype(value.dtype, np.integer) else float(value)
         out.append(row)
     return out
 
@@ -121,6 +129,8 @@ class Window:
 
     def __init__(self, num_seeds: int):
         self.periodic: dict[str, np.ndarray] = {}
+        # The coverage histogram is cumulative: its latest summary is the value.
+        self.coverage: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
         self.sums: dict[str, np.ndarray] = {}
         self.learned = np.zeros(num_seeds)
@@ -134,6 +144,7 @@ class Window:
         for key, value in chunk.counts.items():
             self.counts[key] = self.counts.get(key, 0) + np.asarray(value, np.int64)
         self.periodic = {k: np.asarray(v) for k, v in chunk.periodic.items()}
+        self.coverage = {k: np.asarray(v) for k, v in chunk.coverage.items()}
         self.learned += n
         self.return_sum += chunk.episode_return_sum
         self.episodes += chunk.episodes

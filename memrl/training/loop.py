@@ -9,6 +9,7 @@ Data flow of one step (inside ``lax.scan``)::
         agent.train_step(state, transition, key, step)   # store, sample, update
         agent.periodic(state, key, step) every ``periodic_every`` steps once the
         warm-up is over (model training and rollouts in MBPO/MEMR/MAAC)
+        coverage histogram += the reached true states (pendulum, mountain_car)
 
 Metric conventions: keys starting with ``count/`` (``count/policy_updates``,
 ``count/model_rollouts``) are summed over the chunk (the host accumulates them
@@ -31,6 +32,7 @@ import brax.envs.base as brax_base
 import jax
 import jax.numpy as jnp
 
+from memrl.diagnostics import coverage as coverage_lib
 from memrl.types import Transition
 
 PyTree = Any
@@ -46,6 +48,8 @@ class RunnerState(NamedTuple):
       periodic_metrics: the latest metrics of ``agent.periodic``.
       carry: the recurrent policy state of each training env (leading axis
         ``num_envs``; ``()`` for agents without ``init_carry``).
+      coverage: the cumulative int32 histogram of visited true states
+        (``memrl.diagnostics.coverage``; ``()`` for envs without a grid).
     """
 
     agent: PyTree
@@ -53,6 +57,7 @@ class RunnerState(NamedTuple):
     key: jax.Array
     periodic_metrics: dict
     carry: PyTree = ()
+    coverage: PyTree = ()
 
 
 class ChunkMetrics(NamedTuple):
@@ -65,6 +70,8 @@ class ChunkMetrics(NamedTuple):
       learned_steps: number of steps past the warm-up (the weight of ``agent``).
       episode_return_sum: summed returns of training episodes that ended.
       episodes: number of training episodes that ended.
+      coverage: ``coverage/entropy`` and ``coverage/cells`` of the state
+        histogram at the end of the chunk (``{}`` for envs without a grid).
     """
 
     agent: dict
@@ -73,10 +80,19 @@ class ChunkMetrics(NamedTuple):
     learned_steps: jax.Array
     episode_return_sum: jax.Array
     episodes: jax.Array
+    coverage: dict
 
 
-def init_state(agent: ModuleType, config: Any, env_spec: Any, train_env: Any, key: jax.Array):
-    """A fresh ``RunnerState`` for one seed."""
+def init_state(
+    agent: ModuleType,
+    config: Any,
+    env_spec: Any,
+    train_env: Any,
+    key: jax.Array,
+    grid: coverage_lib.Grid | None = None,
+):
+    """A fresh ``RunnerState`` for one seed; with a coverage ``grid``, an empty
+    state histogram (the reset observations are not counted)."""
     k_agent, k_env, k_run = jax.random.split(key, 3)
     agent_state = agent.init(k_agent, env_spec, config)
     shapes = jax.eval_shape(agent.periodic, agent_state, k_run, jnp.int32(0))[1]
@@ -90,6 +106,7 @@ def init_state(agent: ModuleType, config: Any, env_spec: Any, train_env: Any, ke
         key=k_run,
         periodic_metrics=_zeros(shapes),
         carry=carry,
+        coverage=() if grid is None else coverage_lib.init(grid),
     )
 
 
@@ -124,7 +141,31 @@ def _split_counts(metrics: dict) -> tuple[dict, dict]:
     return {k: v for k, v in metrics.items() if k not in counts}, counts
 
 
-def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int, length: int):
+def visited_states(env_state: brax_base.State) -> jax.Array:
+    """The true observation each training env reached in the step that produced
+    ``env_state`` (``[num_envs, D]``), for the coverage histogram.
+
+    With state observations this is ``info['terminal_obs']``: the state the
+    step reached, before the auto-reset, so terminal states (mountain car's
+    goal) count and the next episode's start state does not. With
+    ``--obs=pixels`` the observation is an image and the true one is
+    ``info['state']`` (``memrl.envs.pixels``), which the auto-reset has
+    already replaced by the next episode's first observation on steps that
+    end an episode: there the start state counts instead of the terminal one.
+    """
+    if "state" in env_state.info:
+        return env_state.info["state"]
+    return env_state.info["terminal_obs"]
+
+
+def make_chunk(
+    agent: ModuleType,
+    config: Any,
+    train_env: Any,
+    action_size: int,
+    length: int,
+    grid: coverage_lib.Grid | None = None,
+):
     """Returns ``chunk(state, step0) -> (state, ChunkMetrics)`` advancing ``length``
     iterations of one seed. An iteration is one agent step of each of the
     ``num_envs`` environments, ``num_envs * action_repeat`` environment frames;
@@ -206,6 +247,9 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
             new_counts = jax.tree_util.tree_map(lambda c: c * due, periodic_counts)
             counts = {**counts, **new_counts}
             periodic_metrics = {**periodic_metrics, **periodic_counts}
+        hist = state.coverage
+        if grid is not None:
+            hist = coverage_lib.add(hist, grid.coordinates(visited_states(next_env)), grid)
         ep = next_env.info["episode_metrics"]["sum_reward"]
         out = (metrics, counts, jnp.sum(ep * done), jnp.sum(done), step >= warmup)
         next_state = RunnerState(
@@ -214,6 +258,7 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
             key=key,
             periodic_metrics=periodic_metrics,
             carry=carry,
+            coverage=hist,
         )
         return next_state, out
 
@@ -228,7 +273,10 @@ def make_chunk(agent: ModuleType, config: Any, train_env: Any, action_size: int,
         )
         totals = jax.tree_util.tree_map(lambda c: jnp.sum(c, axis=0), counts)
         periodic, _ = _split_counts(state.periodic_metrics)
-        return state, ChunkMetrics(mean, totals, periodic, n, jnp.sum(ret), jnp.sum(episodes))
+        cover = {} if grid is None else coverage_lib.summary(state.coverage)
+        return state, ChunkMetrics(
+            mean, totals, periodic, n, jnp.sum(ret), jnp.sum(episodes), cover
+        )
 
     return chunk
 

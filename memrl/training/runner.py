@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from memrl import envs
+from memrl.diagnostics import coverage
 from memrl.training import checkpoint, logging_utils
 from memrl.training.loop import init_state, make_chunk, make_evaluate
 
@@ -204,7 +205,8 @@ def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
     # Counted in environment frames: one iteration is num_envs x repeat frames.
     frames = num_envs * repeat
     steps_per_chunk = chunk_steps(run, frames)
-    chunk = make_chunk(agent, config, train_env, spec.action_size, steps_per_chunk // frames)
+    grid = coverage.grid(run.env)  # None: no histogram, nothing added to the chunk
+    chunk = make_chunk(agent, config, train_env, spec.action_size, steps_per_chunk // frames, grid)
     evaluate = make_evaluate(agent, eval_env, envs.agent_steps(spec.episode_length, repeat))
 
     mesh = seed_mesh(run.num_seeds)
@@ -214,7 +216,7 @@ def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
 
     def init_one(key):
-        return init_state(agent, config, spec, train_env, key)
+        return init_state(agent, config, spec, train_env, key, grid)
 
     init_fn = jax.jit(per_seed(init_one, mesh, run.num_seeds, (0,)), out_shardings=sharded)
     chunk_fn = jax.jit(
@@ -306,6 +308,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
                 train_returns=window.train_returns(),
                 agent_metrics=agent_metrics,
                 counts=totals,
+                coverage=window.coverage,
             )
             writer.write(new_rows)
             rows.extend(new_rows)
