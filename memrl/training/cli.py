@@ -9,8 +9,9 @@ An experiment script is two lines::
         cli.run(sac, default_env="pendulum")
 
 Flags: ``--env --seed --num_seeds --total_steps --eval_every --eval_episodes
---logdir --resume --max_chunk --progress`` and ``--config.<field>=value``
-overrides applied on top of ``Config.for_env(env)``. Bad input exits with
+--logdir --resume --max_chunk --progress --obs --image_size`` (``--variant``
+for agents with ``VARIANTS``) and ``--config.<field>=value`` overrides
+applied on top of ``Config.for_env(env)``. Bad input exits with
 status 2 and one line on stderr, never a traceback.
 """
 
@@ -50,6 +51,10 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
         "Observations: the env's state vector, or RGB images rendered in the step (dreamer).",
     )
     flags.DEFINE_integer("image_size", defaults.image_size, "Side of --obs=pixels images.")
+    if hasattr(agent, "VARIANTS"):
+        flags.DEFINE_enum(
+            "variant", agent.DEFAULT_VARIANT, list(agent.VARIANTS), "Which ablation to run."
+        )
     config_flags.DEFINE_config_dataclass("config", agent.Config(), "Agent config overrides.")
 
 
@@ -58,16 +63,26 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def resolve_config(agent: ModuleType, env_name: str, overrides: dict, obs: str = "state"):
+def resolve_config(
+    agent: ModuleType,
+    env_name: str,
+    overrides: dict,
+    obs: str = "state",
+    variant: str | None = None,
+):
     """``Config.for_env(env_name)`` with the ``--config.*`` overrides applied.
 
     Agents that learn from images take the observation type too:
-    ``Config.for_env(env_name, obs)``.
+    ``Config.for_env(env_name, obs)``; agents with ``VARIANTS`` (ablations,
+    ``--variant``) take ``variant`` as well, before the overrides.
     """
-    if "obs" in inspect.signature(agent.Config.for_env).parameters:
-        config = agent.Config.for_env(env_name, obs=obs)
-    else:
-        config = agent.Config.for_env(env_name)
+    parameters = inspect.signature(agent.Config.for_env).parameters
+    kwargs = {}
+    if "obs" in parameters:
+        kwargs["obs"] = obs
+    if variant is not None and "variant" in parameters:
+        kwargs["variant"] = variant
+    config = agent.Config.for_env(env_name, **kwargs)
     fields = {f.name for f in dataclasses.fields(config)}
     for name, value in overrides.items():
         if name not in fields:
@@ -82,6 +97,8 @@ def default_steps(env_name: str) -> tuple[int, int]:
     """``(total_steps, eval_every)`` when the flags are not given."""
     if env_name in ("pendulum", "double_integrator"):
         return 20_000, 1000
+    if env_name == "mountain_car":
+        return 50_000, 2500
     return 1_000_000, 5000
 
 
@@ -112,7 +129,9 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
         total, every = default_steps(FLAGS.env) if FLAGS.env in envs.NAMES else (1, 1)
         total = FLAGS.total_steps if FLAGS.total_steps is not None else total
         every = FLAGS.eval_every if FLAGS.eval_every is not None else min(every, max(total, 1))
-        logdir = FLAGS.logdir or os.path.join("runs", name, FLAGS.env, f"seed{FLAGS.seed}")
+        variant = FLAGS.variant if hasattr(agent, "VARIANTS") else None
+        run_name = name if variant is None else f"{name}_{variant}"
+        logdir = FLAGS.logdir or os.path.join("runs", run_name, FLAGS.env, f"seed{FLAGS.seed}")
         run_config = RunConfig(
             env=FLAGS.env,
             seed=FLAGS.seed,
@@ -127,7 +146,9 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
             obs=FLAGS.obs,
             image_size=FLAGS.image_size,
         )
-        config = resolve_config(agent, FLAGS.env, overrides, FLAGS.obs)
+        config = resolve_config(agent, FLAGS.env, overrides, FLAGS.obs, variant)
+        if hasattr(agent, "fit_to_run"):  # schedules over the whole run (MaxEnt Dreamer's beta)
+            config = agent.fit_to_run(config, total, set(overrides))
         rows = train(agent, config, run_config)
     except UserError as e:
         _fail(str(e))
