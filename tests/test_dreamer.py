@@ -360,3 +360,39 @@ def test_bad_config_is_one_clear_error_before_anything_runs(tmp_path):
     with pytest.raises(runner.UserError, match="bad config: warmup_steps .* batch_length"):
         runner.train(dreamer, bad, run)
     assert not os.listdir(tmp_path)
+
+
+def test_termination_adjusted_lambda_return_by_hand():
+    """Three imagined steps, the second predicted terminal (c = 0):
+    G_2 = r_2 + c_2 v_3 = 3 + 0.9 * 30 = 30; G_1 = r_1 + 0 = 2 (the terminal
+    state's reward is kept, nothing after it); G_0 = r_0 + c_0 ((1 - l) v_1 +
+    l G_1) = 1 + 0.9 (0.5 * 20 + 0.5 * 2) = 10.9."""
+    from memrl import returns as returns_lib
+
+    got = returns_lib.lambda_returns(
+        jnp.array([1.0, 2.0, 3.0]), jnp.array([0.9, 0.0, 0.9]), jnp.array([20.0, 25.0, 30.0]), 0.5
+    )
+    np.testing.assert_allclose(got, [10.9, 2.0, 30.0], rtol=1e-6)
+
+
+def test_acting_before_observing_and_random_actions():
+    """observe_before_act=False acts on the prior p(z_t | h_t): the action does
+    not depend on the current observation, only the carried posterior does.
+    random_action_prob=1 gives uniform actions (mean 0, variance 1/3)."""
+    config = dataclasses.replace(TINY, observe_before_act=False, expl_amount=0.0)
+    lrn = dreamer.init_learner(jax.random.PRNGKey(0), (OBS,), ACT, config)
+    key = jax.random.PRNGKey(3)
+    obs_a, obs_b = jax.random.normal(jax.random.PRNGKey(1), (2, 4, OBS))
+    a, ca = dreamer.act(lrn, obs_a, key)
+    b, cb = dreamer.act(lrn, obs_b, key)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(ca.latent.mean, cb.latent.mean)
+    before = dreamer.act(dataclasses.replace(lrn, config=TINY), obs_a, key)[0]
+    after = dreamer.act(dataclasses.replace(lrn, config=TINY), obs_b, key)[0]
+    assert not np.allclose(before, after)
+
+    uniform = dataclasses.replace(TINY, random_action_prob=1.0)
+    lrn = dataclasses.replace(lrn, config=uniform)
+    obs = jnp.zeros((20_000, OBS))
+    actions = np.asarray(jax.jit(dreamer.act)(lrn, obs, key)[0])
+    assert abs(actions.mean()) < 0.02 and abs(actions.var() - 1 / 3) < 0.02
