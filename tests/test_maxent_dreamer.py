@@ -103,11 +103,17 @@ def test_mdn_loss_matches_explicit_eq10_loop():
     x = mdn_lib.sample(net.apply(target, feat[-1]), key, 1)[0]  # [N, F]
     g = config.state_discount
     total = np.zeros(n)
-    for t in range(h):
+    starts = md.num_starts(config)
+    assert starts == 1  # first-state gradients: the posterior start only
+    config = dataclasses.replace(config, first_state_grad=False)
+    loss, _ = md.mdn_loss(params, target, config, feat, key)
+    starts = md.num_starts(config)
+    assert starts == config.horizon - 1
+    for t in range(starts):
         dist = mdn_lib.distribution(net.apply(params, feat[t]))
         term = sum((1 - g) * g ** (j - t - 1) * dist.log_prob(feat[j]) for j in range(t + 1, h + 1))
         total += np.asarray(term + g ** (h - t) * dist.log_prob(x))
-    np.testing.assert_allclose(loss, -total.sum() / (h * n), rtol=1e-4)
+    np.testing.assert_allclose(loss, -total.sum() / (starts * n), rtol=1e-4)
     # No gradient reaches the target MDN through the bootstrap samples.
     grads = jax.grad(lambda tgt: md.mdn_loss(params, tgt, config, feat, key)[0])(target)
     assert all(float(jnp.abs(g_).max()) == 0.0 for g_ in jax.tree_util.tree_leaves(grads))

@@ -690,9 +690,10 @@ def actor_loss(
       is maximized, so the actor does not optimize rewards of imagined
       states an episode's end would never reach.
 
-    ``bonus_fn(feat [H + 1, N, F], key) -> [H - 1, N]`` (MaxEnt Dreamer,
-    eq. 7) adds a bonus ``b_t`` for the decision at ``s_{t-1}`` to ``G_t``
-    before the weighting; ``feat`` holds ``s_0 .. s_H`` and is
+    ``bonus_fn(feat [H + 1, N, F], key) -> [S, N]`` (MaxEnt Dreamer,
+    eq. 7) adds a bonus ``b_t`` for the decision at ``s_{t-1}`` to ``G_t``,
+    ``t = 1..S``, before the weighting (``S = H - 1``, or ``S = 1`` with
+    ``first_state_grad``); ``feat`` holds ``s_0 .. s_H`` and is
     differentiable with respect to the actor.
 
     Args:
@@ -736,12 +737,12 @@ def actor_loss(
     metrics = {}
     if bonus_fn is not None:
         bonus = bonus_fn(all_feat, k_bonus)
-        objective = returns + bonus
+        objective = returns[: bonus.shape[0]] + bonus
         metrics["imagine/bonus"] = jnp.mean(bonus)
     if config.first_state_grad:
         loss = -jnp.mean(objective[0])
     else:
-        loss = -jnp.mean(weight * objective)
+        loss = -jnp.mean(weight[: objective.shape[0]] * objective)
     if config.q_critic:
         inputs = jnp.concatenate([all_feat[:-2], actions[:-1]], -1)
     else:
