@@ -73,3 +73,26 @@ def test_beta_anneals_linearly_and_table1():
     )
     assert (hc.priority_alpha, hc.model_policy_epochs, hc.updates_per_step) == (0.6, 2, 5)
     assert hc.periodic_every == 250 and memr.Config.for_env("ant").model_dataset_size == 6_000_000
+
+
+def test_target_entropy_is_minus_half_the_action_size_as_in_the_authors_code():
+    """-(|A| // 2): -3, -1, -3, -4 on HalfCheetah, Hopper, Walker2d, Ant (6, 3,
+    6, 8 action dims), 0 on pendulum; an explicit value is kept. The SAC
+    learner's temperature loss uses the resolved target."""
+    import dataclasses
+    import types
+
+    from memrl.agents import sac
+
+    config = memr.Config.for_env("pendulum")
+    for dims, want in ((6, -3.0), (3, -1.0), (8, -4.0), (1, 0.0)):
+        assert memr.target_entropy_for(config, dims) == want
+    explicit = dataclasses.replace(config, target_entropy=-2.5)
+    assert memr.target_entropy_for(explicit, 6) == -2.5
+    spec = types.SimpleNamespace(observation_size=3, action_size=1)
+    small = dataclasses.replace(
+        config, model_hidden_sizes=(8,), model_members=2, model_elites=1, buffer_size=100,
+        model_dataset_size=800, rollouts_per_step=4,
+    )  # fmt: skip
+    state = memr.init(jax.random.PRNGKey(0), spec, small)
+    assert sac.target_entropy(state.learner.config, 1) == 0.0

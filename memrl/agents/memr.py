@@ -83,6 +83,10 @@ class Config(model_based.ModelConfig):
       buffer_size: capacity of D_env.
       warmup_steps: initial uniform-random steps (not given by the paper; 1000
         as in SAC's reference runs, so the model is first fit at step 1000).
+      target_entropy: SAC's entropy target; ``None`` means ``-(|A| // 2)``,
+        the authors' choice (-3, -1, -3 and -4 on HalfCheetah, Hopper,
+        Walker2d and Ant; 0 on pendulum), not SAC's ``-|A|``
+        (``target_entropy_for``).
     """
 
     rollouts_per_step: int = 400
@@ -237,9 +241,20 @@ def segment_size(config: Config) -> int:
     return config.rollouts_per_step * config.rollout_every
 
 
+def target_entropy_for(config: Config, action_size: int) -> float:
+    """MEMR's SAC entropy target: ``config.target_entropy`` if set, else the
+    authors' ``-(|A| // 2)`` (SAC's own default is ``-|A|``)."""
+    if config.target_entropy is not None:
+        return float(config.target_entropy)
+    return -float(action_size // 2)
+
+
 def init(key: jax.Array, env_spec: Any, config: Config) -> AgentState:
+    """Learner, ensemble, pi_psi and the two buffers. The SAC learner keeps
+    ``config`` with ``target_entropy`` resolved by ``target_entropy_for``."""
     k_learner, k_model, k_policy = jax.random.split(key, 3)
     obs_size, action_size = env_spec.observation_size, env_spec.action_size
+    config = dataclasses.replace(config, target_entropy=target_entropy_for(config, action_size))
     example = sac.example_transition(obs_size, action_size)
     net = _model_policy_net(config, action_size)
     psi = net.init(k_policy, jnp.zeros((1, obs_size)))
