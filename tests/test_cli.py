@@ -113,3 +113,20 @@ def test_model_based_scripts_end_to_end(tmp_path, module, extra, rollouts):
     assert int(last["model_rollouts"]) == rollouts
     for column in ("model/val_mse", "model/mse_1", "model/w1_k", "loss/critic"):
         assert float(last[column]) >= 0.0
+
+
+def test_default_run_lengths_are_the_papers():
+    """Without --total_steps a run lasts as long as the paper's: MEMR Table 1,
+    MBPO Fig. 2, S2VG/MEMB Table 2 (epochs x epoch length); None where the
+    paper has no run on that env (the CLI's per-env default applies)."""
+    from memrl.agents import mbpo, memb, memr, s2vg
+
+    assert memr.Config.for_env("hopper").run_length() == 125_000
+    assert memr.Config.for_env("halfcheetah").run_length() == 400_000
+    assert memr.Config.for_env("pendulum").run_length() is None
+    assert mbpo.Config.for_env("hopper").run_length() == 125_000
+    assert mbpo.Config.for_env("ant").run_length() == 300_000
+    assert s2vg.Config.for_env("walker2d").run_length() == 300 * 1000
+    assert s2vg.Config.for_env("pendulum").run_length() == 50 * 1000
+    assert memb.Config.for_env("reacher").run_length() == 50 * 50
+    assert memb.Config.for_env("ant").run_length() is None

@@ -47,6 +47,17 @@ _TASKS = {
 }
 
 
+# Environment steps of the paper's runs (the x-axes of Janner et al. 2019,
+# Fig. 2; the authors' configs set far longer n_epochs and stop by hand).
+_RUN_LENGTH = {
+    "halfcheetah": 400_000,
+    "hopper": 125_000,
+    "walker2d": 300_000,
+    "ant": 300_000,
+    "humanoid": 300_000,
+}
+
+
 @dataclasses.dataclass(unsafe_hash=True)
 class Config(model_based.ModelConfig):
     """MBPO settings; defaults from Janner et al. 2019 (App. C) and its code.
@@ -72,6 +83,10 @@ class Config(model_based.ModelConfig):
     epoch_length: int = 1000
     model_retain_epochs: int = 1
     warmup_steps: int = 5000
+
+    def run_length(self) -> int | None:
+        """Environment steps of the paper's runs (Fig. 2), None elsewhere."""
+        return _RUN_LENGTH.get(self.env_name)
 
     @classmethod
     def for_env(cls, env_name: str) -> "Config":

@@ -115,6 +115,10 @@ class Config(model_based.ModelConfig):
     model_holdout_fraction: float = 0.1
     model_normalize_targets: bool = True
 
+    def run_length(self) -> int | None:
+        """Environment steps of the paper's runs (Table 1), None elsewhere."""
+        return _TABLE1[self.env_name][0] if self.env_name in _TABLE1 else None
+
     @classmethod
     def for_env(cls, env_name: str) -> "Config":
         """Table 1 for the MuJoCo tasks; CPU-sized settings for classic control."""

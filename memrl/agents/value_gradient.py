@@ -217,6 +217,13 @@ class Config:
     num_envs: int = 1
     periodic_every: int = 1000
 
+    def run_length(self) -> int | None:
+        """Table 2's run, ``epochs * epoch_length`` environment steps, for the
+        paper's tasks (``PAPER_ENVS``); None elsewhere."""
+        if self.env_name in self.PAPER_ENVS:
+            return self.epochs * self.epoch_length
+        return None
+
     @classmethod
     def for_env(cls, env_name: str) -> "Config":
         """Table 2 of the paper for the tasks in ``PAPER_ENVS``; the defaults

@@ -36,7 +36,11 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
     flags.DEFINE_string("env", default_env, f"Environment: one of {', '.join(envs.NAMES)}.")
     flags.DEFINE_integer("seed", defaults.seed, "First seed.")
     flags.DEFINE_integer("num_seeds", defaults.num_seeds, "Seeds trained in parallel (vmapped).")
-    flags.DEFINE_integer("total_steps", None, "Environment steps per seed (default: per env).")
+    flags.DEFINE_integer(
+        "total_steps",
+        None,
+        "Environment steps per seed (default: the paper's run length, else per env).",
+    )
     flags.DEFINE_integer("eval_every", None, "Env steps between evaluations (default: per env).")
     flags.DEFINE_integer("eval_episodes", defaults.eval_episodes, "Evaluation episodes.")
     flags.DEFINE_integer("max_chunk", defaults.max_chunk, "Most env steps per device call.")
@@ -94,7 +98,8 @@ def resolve_config(
 
 
 def default_steps(env_name: str) -> tuple[int, int]:
-    """``(total_steps, eval_every)`` when the flags are not given."""
+    """``(total_steps, eval_every)`` when the flags are not given and the
+    agent's ``Config.run_length()`` (the paper's run length) has none."""
     if env_name in ("pendulum", "double_integrator"):
         return 20_000, 1000
     if env_name == "mountain_car":
@@ -126,10 +131,14 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
             text = f"unknown config field {text}"
         _fail(text)
     try:
+        variant = FLAGS.variant if hasattr(agent, "VARIANTS") else None
+        config = resolve_config(agent, FLAGS.env, overrides, FLAGS.obs, variant)
         total, every = default_steps(FLAGS.env) if FLAGS.env in envs.NAMES else (1, 1)
+        paper_length = getattr(config, "run_length", lambda: None)()
+        if paper_length:  # the paper's run length for this env (MEMR, MBPO, S2VG, MEMB)
+            total = paper_length
         total = FLAGS.total_steps if FLAGS.total_steps is not None else total
         every = FLAGS.eval_every if FLAGS.eval_every is not None else min(every, max(total, 1))
-        variant = FLAGS.variant if hasattr(agent, "VARIANTS") else None
         run_name = name if variant is None else f"{name}_{variant}"
         logdir = FLAGS.logdir or os.path.join("runs", run_name, FLAGS.env, f"seed{FLAGS.seed}")
         run_config = RunConfig(
@@ -146,7 +155,6 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
             obs=FLAGS.obs,
             image_size=FLAGS.image_size,
         )
-        config = resolve_config(agent, FLAGS.env, overrides, FLAGS.obs, variant)
         if hasattr(agent, "fit_to_run"):  # schedules over the whole run (MaxEnt Dreamer's beta)
             config = agent.fit_to_run(config, total, set(overrides))
         rows = train(agent, config, run_config)
