@@ -173,8 +173,9 @@ def test_steve_targets_stop_at_real_terminations_and_reduce_to_td_at_horizon_zer
     target, _ = steve_targets(learner, model, ended, jax.random.PRNGKey(9))
     np.testing.assert_allclose(np.asarray(target), np.asarray(ended.reward), rtol=1e-6)
 
-    # Horizon 0: one-step soft targets averaged over the samples (2 heads x
-    # 2 members, each member with its own next action).
+    # Horizon 0: one-step soft targets with the min over the 2 target heads
+    # (as the TD target), averaged over the 2 members, each with its own
+    # next action.
     zero = learner.replace(config=dataclasses.replace(config, steve_horizon=0))
     target, metrics = steve_targets(zero, model, batch, jax.random.PRNGKey(9))
     pi, q = sac.networks(config, ACT)
@@ -183,7 +184,7 @@ def test_steve_targets_stop_at_real_terminations_and_reduce_to_td_at_horizon_zer
     next_obs = jnp.broadcast_to(batch.next_obs, (2,) + batch.next_obs.shape)
     a, logp = policy_lib.sample_and_log_prob(pi.apply(learner.policy, next_obs), k_act)
     qv = q.apply(learner.target_critic, next_obs, a) - jnp.exp(learner.log_alpha) * logp
-    want = batch.reward + config.gamma * batch.discount * jnp.mean(qv, axis=(0, 1))
+    want = batch.reward + config.gamma * batch.discount * jnp.mean(jnp.min(qv, axis=0), axis=0)
     np.testing.assert_allclose(np.asarray(target), np.asarray(want), rtol=1e-4, atol=1e-5)
     assert float(metrics["steve/mean_horizon"]) == 0.0
 

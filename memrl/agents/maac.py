@@ -91,6 +91,10 @@ class Config(mbpo.Config):
       steve: STEVE critic targets; ``False`` gives one-step TD targets.
       steve_horizon: model steps of the STEVE expansion (authors' code: 2).
       steve_members: ensemble members per STEVE expansion (half of 8).
+      steve_reward_entropy: subtract ``alpha log pi`` from the imagined
+        rewards of the STEVE candidates (the soft reading of Sec. 4.3, the
+        default); the authors' code puts no entropy there (``False``). The
+        bootstrap values are soft either way.
       use_entropy: maximum-entropy objective; ``False`` fixes alpha at 0.
       real_ratio: fraction of real transitions per batch (0.05-0.1).
       updates_per_step: actor-critic updates per env step (8).
@@ -109,6 +113,7 @@ class Config(mbpo.Config):
     steve: bool = True
     steve_horizon: int = 2
     steve_members: int = 4
+    steve_reward_entropy: bool = True
     use_entropy: bool = True
     real_ratio: float = 0.05
     updates_per_step: int = 8
@@ -437,16 +442,19 @@ def steve_targets(
 
     From each ``s' = batch.next_obs``, ``M = steve_members`` randomly chosen
     elites each imagine ``H = steve_horizon`` steps under the policy
-    (``dynamics.step_all``, one path per member). For member ``m`` and target
-    Q head ``n`` the candidates are (``steve.candidate_targets``)
+    (``dynamics.step_all``, one path per member). For member ``m`` the
+    candidates are (``steve.candidate_targets``)
 
         T_i = r + sum_{j=1}^{i} gamma^j D_j (r_j - alpha log pi_j)
-                + gamma^{i+1} D_{i+1} (Q'_n(s_{i+1}, a_{i+1}) - alpha log pi_{i+1}),
+                + gamma^{i+1} D_{i+1} (min_n Q'_n(s_{i+1}, a_{i+1}) - alpha log pi_{i+1}),
 
     ``i = 0..H``, with ``s_1 = s'``, ``D_1 = d`` (real) and ``D_j`` the
-    product of the continuation flags of the imagined states. The target is
-    their inverse-variance combination over the ``M x 2`` samples
-    (``steve.combine``).
+    product of the continuation flags of the imagined states; without
+    ``steve_reward_entropy`` the imagined rewards carry no ``- alpha log
+    pi_j``. Each candidate takes the min over the target Q heads, as the
+    one-step TD target does (and the authors' STEVE), so ``steve=False``
+    changes only the expansion. The target is the inverse-variance
+    combination over the ``M`` member samples (``steve.combine``).
 
     Returns:
       ``([B] targets, metrics)``; ``steve/mean_horizon`` is the average of
@@ -469,21 +477,18 @@ def steve_targets(
     for j, k in enumerate(jax.random.split(k_path, h + 1)):
         k_act, k_model = jax.random.split(k)
         a, logp = policy_lib.sample_and_log_prob(pi.apply(learner.policy, x), k_act)
-        values.append(q.apply(learner.target_critic, x, a) - alpha * logp)  # [2, M, B]
+        q_min = jnp.min(q.apply(learner.target_critic, x, a), axis=0)  # [M, B]
+        values.append(q_min - alpha * logp)
         if j < h:
             eps = jax.random.normal(k_model, (m, b, model.target_size))
             x, r = dynamics.step_all(sub, x, a, eps)
-            rewards.append(r - alpha * logp)
+            rewards.append(r - alpha * logp if config.steve_reward_entropy else r)
             discounts.append(config.gamma * (1.0 - done_fn(x).astype(r.dtype)))
-    heads = values[0].shape[0]
-    r_t = jnp.broadcast_to(jnp.stack(rewards)[:, None], (h + 1, heads, m, b))
-    c_t = jnp.broadcast_to(jnp.stack(discounts)[:, None], (h + 1, heads, m, b))
-    v_t = jnp.stack(values)  # [H + 1, 2, M, B]
-    flat = lambda x: x.reshape(h + 1, -1)
+    flat = lambda x: jnp.stack(x).reshape(h + 1, -1)  # noqa: E731
     candidates = jax.vmap(steve.candidate_targets, in_axes=1, out_axes=1)(
-        flat(r_t), flat(c_t), flat(v_t)
+        flat(rewards), flat(discounts), flat(values)
     )
-    candidates = jnp.transpose(candidates.reshape(h + 1, heads * m, b), (2, 0, 1))
+    candidates = jnp.transpose(candidates.reshape(h + 1, m, b), (2, 0, 1))
     target = steve.combine_batch(candidates)
     weights = jax.vmap(steve.horizon_weights)(candidates)
     mean_horizon = jnp.mean(weights @ jnp.arange(h + 1, dtype=weights.dtype))
