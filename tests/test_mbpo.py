@@ -6,6 +6,7 @@ import collections
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from memrl.agents import mbpo, model_based
 from memrl.replay import buffer
@@ -100,3 +101,20 @@ def test_rollouts_restart_from_real_states_after_termination(monkeypatch):
     np.testing.assert_allclose(
         np.asarray(model_buffer.data.obs[6:12]), np.asarray(model_buffer.data.next_obs[:6])
     )
+
+
+def test_schedules_that_learn_before_the_first_model_fit_are_rejected():
+    """A warm-up that is not a multiple of the model period would start SAC
+    updates on an empty D_model (MBPO) or an untrained model (MEMR)."""
+    from memrl.agents import memr
+
+    mbpo.validate(mbpo.Config(warmup_steps=1000, periodic_every=250))
+    with pytest.raises(
+        ValueError, match=r"warmup_steps \(1000\) must be a multiple of periodic_every \(300\)"
+    ):
+        mbpo.validate(mbpo.Config(warmup_steps=1000, periodic_every=300))
+    memr.validate(memr.Config(warmup_steps=1000, periodic_every=250, rollout_every=50))
+    with pytest.raises(ValueError, match="rollout_every"):
+        memr.validate(memr.Config(warmup_steps=1000, periodic_every=250, rollout_every=3))
+    with pytest.raises(ValueError, match="periodic_every"):
+        memr.validate(memr.Config(warmup_steps=1000, periodic_every=400))

@@ -134,6 +134,11 @@ class AgentState:
     model_buffer: buffer_lib.BufferState
 
 
+def validate(config: Config) -> None:
+    """Raises ValueError on schedules that learn before the first model fit."""
+    model_based.validate_schedule(config, {"periodic_every": config.periodic_every})
+
+
 def model_buffer_size(config: Config) -> int:
     """Capacity of ``D_model``: retained epochs of the longest rollouts."""
     per_epoch = max(config.epoch_length // config.periodic_every, 1)

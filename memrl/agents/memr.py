@@ -245,6 +245,14 @@ def segment_size(config: Config) -> int:
     return config.rollouts_per_step * config.rollout_every
 
 
+def validate(config: Config) -> None:
+    """Raises ValueError on schedules that learn before the first model fit or
+    the first rollout round."""
+    model_based.validate_schedule(
+        config, {"periodic_every": config.periodic_every, "rollout_every": config.rollout_every}
+    )
+
+
 def target_entropy_for(config: Config, action_size: int) -> float:
     """MEMR's SAC entropy target: ``config.target_entropy`` if set, else the
     authors' ``-(|A| // 2)`` (SAC's own default is ``-|A|``)."""

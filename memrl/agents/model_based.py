@@ -61,6 +61,29 @@ class ModelConfig(sac.Config):
     periodic_every: int = 250
 
 
+def validate_schedule(config: ModelConfig, periods: dict[str, int]) -> None:
+    """Raises ValueError unless ``warmup_steps`` is a multiple of each period.
+
+    Learning starts at ``warmup_steps``; the first model fit (and rollout
+    round) comes at the first multiple of its period from there on. Were the
+    warm-up not a multiple, the first updates would sample a model buffer
+    still empty (MBPO: all-zero transitions) or roll out an untrained model
+    (MEMR).
+
+    Args:
+      config: the agent's config.
+      periods: ``{field name: period in env steps}``.
+    """
+    for name, period in periods.items():
+        if period < 1:
+            raise ValueError(f"{name} must be >= 1, got {period}")
+        if config.warmup_steps % period:
+            raise ValueError(
+                f"warmup_steps ({config.warmup_steps}) must be a multiple of {name} "
+                f"({period}): learning would start before the first model fit"
+            )
+
+
 def ensemble_config(config: ModelConfig) -> dynamics.EnsembleConfig:
     """The ``EnsembleConfig`` the flat ``model_*`` fields describe."""
     return dynamics.EnsembleConfig(
