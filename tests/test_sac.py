@@ -142,3 +142,27 @@ def test_train_step_learns_only_after_warmup():
     assert float(metrics["loss/critic"]) > 0
     with pytest.raises(AssertionError):
         chex.assert_trees_all_equal(state.learner.policy, before)
+
+
+def test_polyak_target_moves_tau_toward_the_new_critic(setup):
+    """theta' <- tau theta_new + (1 - tau) theta'_old (SAC, tau = 0.005): the
+    coefficient multiplies the freshly updated online critic, not the target."""
+    learner, batch = setup
+    new, _ = jax.jit(sac.update_critic)(learner, batch, jax.random.PRNGKey(1))
+    tau = CONFIG.tau
+    assert tau == 0.005
+    leaves = lambda t: [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(t)]  # noqa: E731
+    for old_t, online, new_t in zip(
+        leaves(learner.target_critic), leaves(new.critic), leaves(new.target_critic), strict=True
+    ):
+        np.testing.assert_allclose(new_t, tau * online + (1 - tau) * old_t, rtol=1e-5, atol=1e-7)
+    # The online critic moved, and the target moved by tau of the gap only.
+    gap = sum(
+        np.abs(o - t).sum()
+        for o, t in zip(leaves(new.critic), leaves(learner.target_critic), strict=True)
+    )
+    moved = sum(
+        np.abs(n - t).sum()
+        for n, t in zip(leaves(new.target_critic), leaves(learner.target_critic), strict=True)
+    )
+    np.testing.assert_allclose(moved, tau * gap, rtol=1e-3)
