@@ -267,11 +267,18 @@ def beta(config: Config, step: jax.Array) -> jax.Array:
 
 
 def discounted_log_prob(
-    params: PyTree, config: Config, feat: jax.Array, num_starts: int, key: jax.Array
+    params: PyTree,
+    config: Config,
+    feat: jax.Array,
+    num_starts: int,
+    key: jax.Array,
+    boot_params: PyTree | None = None,
 ) -> jax.Array:
     """``E_{s ~ q(.|s_t)} log P_params(s | s_t)`` (eq. 10) for the starts
     ``s_0 .. s_{num_starts-1}`` of rollouts ``feat = s_0 .. s_H [H + 1, N, F]``,
-    bootstrapped with ``mdn_samples`` samples of ``P_params(. | s_H)``.
+    bootstrapped with ``mdn_samples`` samples of ``P(. | s_H)`` under
+    ``boot_params`` (the target MDN; those samples then carry no gradient),
+    or under ``params`` itself (reparameterized) when it is None.
 
     Returns:
       ``[num_starts, N]``.
@@ -279,7 +286,10 @@ def discounted_log_prob(
     net = mdn_network(config)
     cond = net.apply(params, feat[:num_starts])  # [T, N, K, (F)]
     log_prob = mdn_lib.pairwise_log_prob(cond, feat[1:])  # [T, H, N]
-    samples = mdn_lib.sample(net.apply(params, feat[-1]), key, config.mdn_samples)  # [M, N, F]
+    boot = params if boot_params is None else boot_params
+    samples = mdn_lib.sample(net.apply(boot, feat[-1]), key, config.mdn_samples)  # [M, N, F]
+    if boot_params is not None:
+        samples = jax.lax.stop_gradient(samples)
     boot_log_prob = mdn_lib.pairwise_log_prob(cond, samples)  # [T, M, N]
     return state_distribution.expected_log_prob(log_prob, boot_log_prob, config.state_discount)
 
@@ -306,14 +316,8 @@ def mdn_loss(params: PyTree, target: PyTree, config: Config, feat: jax.Array, ke
     ``feat [H + 1, N, F]``. The bootstrap samples come from the target MDN
     and carry no gradient."""
     feat = jax.lax.stop_gradient(feat)
-    net = mdn_network(config)
-    cond = net.apply(params, feat[: num_starts(config)])
-    log_prob = mdn_lib.pairwise_log_prob(cond, feat[1:])
-    samples = mdn_lib.sample(net.apply(target, feat[-1]), key, config.mdn_samples)
-    boot_log_prob = mdn_lib.pairwise_log_prob(cond, jax.lax.stop_gradient(samples))
-    loss = -jnp.mean(
-        state_distribution.expected_log_prob(log_prob, boot_log_prob, config.state_discount)
-    )
+    expected = discounted_log_prob(params, config, feat, num_starts(config), key, target)
+    loss = -jnp.mean(expected)
     return loss, {"mdn/loss": loss}
 
 
