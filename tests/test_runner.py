@@ -203,3 +203,110 @@ def test_recurrent_carry_resets_where_episodes_start(warmup):
     short = jax.jit(loop.make_chunk(agent, config, train_env, 1, 60))
     state, _ = short(state, jnp.int32(0))
     np.testing.assert_array_equal(state.carry, [60 - warmup // 4] * 2)
+
+
+class _EveryKAgent:
+    """A toy agent whose ``train_step`` metric ``toy/every_k`` is computed on
+    steps that are multiples of ``K`` only (NaN placeholder elsewhere, marked
+    not computed), ``toy/every`` on every step, and ``toy/never`` on none.
+    With ``nan_at``, the computed value at that step is NaN (a divergence)."""
+
+    K = 3
+    nan_at = -1
+
+    @staticmethod
+    def value(step):
+        return jnp.sin(0.1 * step.astype(jnp.float32)) + 2.0
+
+    @classmethod
+    def init(cls, key, env_spec, config):
+        return {"seen": jnp.zeros((), jnp.int32)}
+
+    @staticmethod
+    def act(state, obs, key, deterministic=False):
+        return jnp.zeros((obs.shape[0], 1))
+
+    @classmethod
+    def train_step(cls, state, transition, key, step):
+        from memrl.agents.common import computed_when
+
+        due = step % cls.K == 0
+        value = jnp.where(step == cls.nan_at, jnp.nan, cls.value(step))
+        rare = jax.lax.cond(due, lambda: value, lambda: jnp.float32(jnp.nan))
+        metrics = {
+            **computed_when(due, {"toy/every_k": rare}),
+            **computed_when(jnp.bool_(False), {"toy/never": jnp.float32(0.0)}),
+            "toy/every": cls.value(step),
+            "count/calls": jnp.int32(1),
+        }
+        return {"seen": state["seen"] + 1}, metrics
+
+    @staticmethod
+    def periodic(state, key, step):
+        return state, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToyConfig:
+    num_envs: int = 1
+    warmup_steps: int = 10
+    periodic_every: int = 0
+
+
+def _toy_run(logdir, agent):
+    run = runner.RunConfig(
+        env="pendulum",
+        total_steps=60,
+        eval_every=30,
+        eval_episodes=1,
+        max_chunk=10,  # three chunks per log window: the host combines them
+        logdir=str(logdir),
+        progress=False,
+    )
+    return runner.train(agent, _ToyConfig(), run)
+
+
+def test_metric_computed_every_kth_step_is_averaged_over_those_steps(tmp_path):
+    """Under the ``computed/`` contract a metric is averaged over the steps past
+    the warm-up that computed it, across chunks; the skipped steps' placeholders
+    (NaN here) neither enter the mean nor trip the non-finite check; a metric
+    no step computed is an empty cell; companions are not logged."""
+    _toy_run(tmp_path, _EveryKAgent)
+    rows = _read(tmp_path)
+    assert [int(r["env_steps"]) for r in rows] == [30, 60]
+    value = lambda s: np.sin(0.1 * np.float32(s)) + 2.0  # noqa: E731
+    for row, (lo, hi) in zip(rows, [(10, 30), (30, 60)], strict=True):
+        steps = np.arange(lo, hi)  # past the warm-up (10) within the window
+        every_k = steps[steps % _EveryKAgent.K == 0]
+        np.testing.assert_allclose(float(row["toy/every_k"]), np.mean(value(every_k)), rtol=1e-6)
+        np.testing.assert_allclose(float(row["toy/every"]), np.mean(value(steps)), rtol=1e-6)
+        assert row["toy/never"] == ""
+    assert int(rows[-1]["calls"]) == 60
+    assert not any(k.startswith("computed/") for k in rows[0])
+
+
+def test_nan_in_a_computed_metric_is_still_reported(tmp_path):
+    class Diverging(_EveryKAgent):
+        nan_at = 42  # a multiple of K past the first log point
+
+    with pytest.raises(runner.UserError, match=r"non-finite values .* env step 60 \(toy/every_k\)"):
+        _toy_run(tmp_path, Diverging)
+    assert [int(r["env_steps"]) for r in _read(tmp_path)] == [30]
+
+
+def test_masked_means_per_metric_counts():
+    """``loop.masked_means`` against NumPy on random values and masks."""
+    from memrl.training import loop
+
+    rng = np.random.default_rng(0)
+    v, u = rng.normal(size=(2, 50)).astype(np.float32)
+    mask = rng.random(50) < 0.3
+    learned = np.arange(50) >= 7
+    metrics = {"a": jnp.asarray(v), "computed/a": jnp.asarray(mask), "b": jnp.asarray(u)}
+    means, steps = jax.jit(loop.masked_means)(metrics, jnp.asarray(learned))
+    assert set(means) == {"a", "b"}
+    np.testing.assert_allclose(means["a"], v[mask & learned].mean(), rtol=1e-5)
+    np.testing.assert_allclose(means["b"], u[learned].mean(), rtol=1e-5)
+    assert int(steps["a"]) == np.sum(mask & learned) and int(steps["b"]) == 43
+    means, steps = loop.masked_means(metrics, jnp.zeros(50, bool))
+    assert np.isnan(means["a"]) and int(steps["a"]) == 0

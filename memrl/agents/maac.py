@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import optax
 
 from memrl.agents import mbpo, model_based, sac, steve
-from memrl.agents.common import gradient_step
+from memrl.agents.common import computed_when, gradient_step
 from memrl.envs import termination
 from memrl.nets import dynamics
 from memrl.nets import policy as policy_lib
@@ -565,6 +565,7 @@ def repeated_updates(
         return learner, jax.tree_util.tree_map(jnp.mean, metrics)
 
     learner, metrics = jax.lax.cond(active, learn, sac.skip_update(learn), state.learner)
+    metrics = computed_when(active, metrics)  # the zeros of skipped steps are not averaged
     metrics["count/policy_updates"] = jnp.where(active, num_updates, 0).astype(jnp.int32)
     return learner, metrics
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from memrl.agents import model_based, sac
-from memrl.agents.common import gradient_step
+from memrl.agents.common import computed_when, gradient_step
 from memrl.nets import dynamics
 from memrl.nets import policy as policy_lib
 from memrl.nets.policy import GaussianParams
@@ -341,6 +341,8 @@ def train_step(
         return s, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
     state, gen_metrics = jax.lax.cond(due, generate, skip, state, k_gen, step)
+    # Rollout metrics exist on rollout steps only: averaged over those.
+    gen_metrics = computed_when(due, gen_metrics)
 
     def sample_batch(k):
         return segmented.sample(state.model_buffer, k, config.batch_size)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from memrl.agents.common import gradient_step
+from memrl.agents.common import computed_when, gradient_step
 from memrl.nets import policy as policy_lib
 from memrl.nets.critic import QNetwork
 from memrl.replay import buffer as buffer_lib
@@ -310,7 +310,8 @@ def repeated_updates(
     active: jax.Array,
 ) -> tuple[Learner, dict]:
     """``num_updates`` calls of ``update`` on batches ``sample_batch(key) ->
-    (batch, weights or None)`` when ``active``, else nothing (zero metrics).
+    (batch, weights or None)`` when ``active``, else nothing (zero metrics,
+    marked not computed: ``common.computed_when``).
 
     Shared by every agent that learns with SAC (SAC, MBPO, MEMR, MAAC). Adds
     ``count/policy_updates``. Keep ``active`` unbatched under ``vmap`` (a
@@ -327,6 +328,7 @@ def repeated_updates(
         return learner, jax.tree_util.tree_map(jnp.mean, metrics)
 
     learner, metrics = jax.lax.cond(active, learn, skip_update(learn), learner)
+    metrics = computed_when(active, metrics)  # the zeros of skipped steps are not averaged
     metrics["count/policy_updates"] = jnp.where(active, num_updates, 0).astype(jnp.int32)
     return learner, metrics
 

@@ -97,7 +97,8 @@ def rows(
     coverage: dict | None = None,
 ) -> list[dict]:
     """One row per seed; ``eval_returns`` is ``[num_seeds, episodes]``; metrics
-    that are ``None`` (no learning in the window) are left empty.
+    that are ``None`` (no learning in the window) or NaN for a seed (no step of
+    the window computed them: ``Window.agent_means``) are left empty.
 
     ``coverage`` (``coverage/entropy`` float, ``coverage/cells`` int, each
     ``[num_seeds]``) gives the last columns; envs without a coverage grid pass
@@ -116,7 +117,8 @@ def rows(
             row[key.split("/", 1)[1]] = int(np.asarray(counts[key])[i])
         for key in sorted(agent_metrics):
             value = agent_metrics[key]
-            row[key] = "" if value is None else float(np.asarray(value)[i])
+            value = None if value is None else float(np.asarray(value)[i])
+            row[key] = "" if value is None or np.isnan(value) else value
         for key in sorted(coverage or {}):
             value = np.asarray(coverage[key])[i]
             row[key] = int(value) if np.issubdtype(value.dtype, np.integer) else float(value)
@@ -133,6 +135,8 @@ class Window:
         self.coverage: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
         self.sums: dict[str, np.ndarray] = {}
+        # Per train_step metric: the steps that computed it (loop.py docstring).
+        self.steps: dict[str, np.ndarray] = {}
         self.learned = np.zeros(num_seeds)
         self.return_sum = np.zeros(num_seeds)
         self.episodes = np.zeros(num_seeds)
@@ -140,7 +144,12 @@ class Window:
     def add(self, chunk) -> None:
         n = np.asarray(chunk.learned_steps, np.float64)
         for key, value in chunk.agent.items():
-            self.sums[key] = self.sums.get(key, 0.0) + n * np.asarray(value, np.float64)
+            k = np.asarray(chunk.agent_steps[key], np.float64)
+            # A chunk mean with weight 0 is NaN by contract: leave it out.
+            with np.errstate(invalid="ignore"):
+                weighted = np.where(k > 0, k * np.asarray(value, np.float64), 0.0)
+            self.sums[key] = self.sums.get(key, 0.0) + weighted
+            self.steps[key] = self.steps.get(key, 0.0) + k
         for key, value in chunk.counts.items():
             self.counts[key] = self.counts.get(key, 0) + np.asarray(value, np.int64)
         self.periodic = {k: np.asarray(v) for k, v in chunk.periodic.items()}
@@ -150,10 +159,23 @@ class Window:
         self.episodes += chunk.episodes
 
     def agent_means(self) -> dict:
-        """Learning-step-weighted means, or ``None`` where no seed learned yet."""
-        if not np.any(self.learned):
-            return {key: None for key in self.sums}
-        return {key: s / np.maximum(self.learned, 1) for key, s in self.sums.items()}
+        """Each metric's mean over the window's steps that computed it
+        (``[num_seeds]``, NaN for a seed where none did), or ``None`` where no
+        step of any seed did (no learning yet, or a rare metric)."""
+        out = {}
+        for key, s in self.sums.items():
+            n = self.steps[key]
+            if not np.any(n):
+                out[key] = None
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[key] = np.where(n > 0, s / np.maximum(n, 1), np.nan)
+        return out
+
+    def computed(self) -> dict:
+        """Per ``train_step`` metric, ``[num_seeds]`` bools: some step of the
+        window computed it (where not, its mean is NaN by contract)."""
+        return {key: n > 0 for key, n in self.steps.items()}
 
     def train_returns(self) -> np.ndarray:
         """Mean return of the training episodes that ended (NaN where none did)."""

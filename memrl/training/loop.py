@@ -11,10 +11,25 @@ Data flow of one step (inside ``lax.scan``)::
         warm-up is over (model training and rollouts in MBPO/MEMR/MAAC)
         coverage histogram += the reached true states (pendulum, mountain_car)
 
-Metric conventions: keys starting with ``count/`` (``count/policy_updates``,
-``count/model_rollouts``) are summed over the chunk (the host accumulates them
-into cumulative columns); other ``train_step`` metrics are averaged over the
-steps past the warm-up; ``periodic`` metrics keep their latest value.
+Metric conventions (``train_step`` returns the same keys every step):
+
+- ``count/*`` keys (``count/policy_updates``, ``count/model_rollouts``) are
+  summed over the chunk; the host accumulates them into cumulative columns.
+- Every other ``train_step`` metric ``k`` is averaged over the steps past the
+  warm-up that computed it. A metric computed on only some steps (MEMR's
+  rollouts every ``rollout_every`` steps, any update behind a ``lax.cond``)
+  comes with a scalar bool companion ``computed/<k>``
+  (``memrl.agents.common.computed_when``): ``k`` is averaged over the steps
+  past the warm-up where its companion is true, so the placeholder values of
+  skipped steps (zeros) never enter the mean. A metric without a companion
+  counts as computed on every step. Companions are not logged.
+- ``ChunkMetrics.agent_steps[k]`` is the number of steps behind each mean; the
+  host weights chunk means by it. Where no step of a chunk computed ``k`` its
+  mean is NaN with weight 0, and where no step of a whole log window did, the
+  ``metrics.csv`` cell is empty (as before the warm-up ends), never 0 and
+  never a NaN: a NaN that reaches the runner's non-finite check therefore
+  always comes from a step that computed it (divergence), and is reported.
+- ``periodic`` metrics keep their latest value.
 
 ``step`` (the global env-step count) is an unbatched scalar: every ``lax.cond``
 on it (warm-up, periodic work, the agent's own schedules) stays a real branch
@@ -32,6 +47,7 @@ import brax.envs.base as brax_base
 import jax
 import jax.numpy as jnp
 
+from memrl.agents.common import COMPUTED
 from memrl.diagnostics import coverage as coverage_lib
 from memrl.types import Transition
 
@@ -64,10 +80,13 @@ class ChunkMetrics(NamedTuple):
     """Per-seed summaries of one chunk.
 
     Attributes:
-      agent: the agent's metrics averaged over the steps where it learned.
+      agent: each ``train_step`` metric averaged over the steps past the
+        warm-up that computed it (NaN where none did; module docstring).
       counts: ``count/*`` metrics summed over the chunk.
       periodic: the latest ``periodic`` metrics.
-      learned_steps: number of steps past the warm-up (the weight of ``agent``).
+      learned_steps: number of steps past the warm-up.
+      agent_steps: per metric of ``agent``, the int32 number of steps behind
+        its mean (its weight when chunks are combined).
       episode_return_sum: summed returns of training episodes that ended.
       episodes: number of training episodes that ended.
       coverage: ``coverage/entropy`` and ``coverage/cells`` of the state
@@ -81,6 +100,7 @@ class ChunkMetrics(NamedTuple):
     episode_return_sum: jax.Array
     episodes: jax.Array
     coverage: dict
+    agent_steps: dict
 
 
 def init_state(
@@ -139,6 +159,34 @@ def _zeros(shapes: PyTree) -> PyTree:
 def _split_counts(metrics: dict) -> tuple[dict, dict]:
     counts = {k: v for k, v in metrics.items() if k.startswith("count/")}
     return {k: v for k, v in metrics.items() if k not in counts}, counts
+
+
+def masked_means(metrics: dict, learned: jax.Array) -> tuple[dict, dict]:
+    """Means over a chunk of ``[T]`` per-step metrics under the ``computed/``
+    contract (module docstring).
+
+    Args:
+      metrics: ``train_step`` metrics without ``count/`` keys, each ``[T]``,
+        with their optional bool ``computed/<k>`` companions ``[T]``.
+      learned: ``[T]`` bool, the steps past the warm-up.
+
+    Returns:
+      ``(means, steps)``: per metric ``k`` (companions dropped) the float32
+      mean over the steps that are ``learned`` and computed ``k`` (NaN where
+      there are none), and the int32 number of those steps.
+    """
+    means, steps = {}, {}
+    for k, v in metrics.items():
+        if k.startswith(COMPUTED):
+            continue
+        w = learned
+        if COMPUTED + k in metrics:
+            w = w & metrics[COMPUTED + k].astype(bool)
+        n = jnp.sum(w, dtype=jnp.int32)
+        total = jnp.sum(jnp.where(w, v.astype(jnp.float32), 0.0))
+        means[k] = jnp.where(n > 0, total / jnp.maximum(n, 1).astype(jnp.float32), jnp.nan)
+        steps[k] = n
+    return means, steps
 
 
 def visited_states(env_state: brax_base.State) -> jax.Array:
@@ -265,17 +313,13 @@ def make_chunk(
     def chunk(state: RunnerState, step0: jax.Array):
         ts = step0 // frames + jnp.arange(length, dtype=jnp.int32)
         state, (metrics, counts, ret, episodes, learned) = jax.lax.scan(body, state, ts)
-        w = learned.astype(jnp.float32)
-        n = jnp.sum(w)
-        mean = jax.tree_util.tree_map(
-            lambda m: jnp.tensordot(w, m.astype(jnp.float32), axes=1) / jnp.maximum(n, 1.0),
-            metrics,
-        )
+        mean, steps = masked_means(metrics, learned)
+        n = jnp.sum(learned.astype(jnp.float32))
         totals = jax.tree_util.tree_map(lambda c: jnp.sum(c, axis=0), counts)
         periodic, _ = _split_counts(state.periodic_metrics)
         cover = {} if grid is None else coverage_lib.summary(state.coverage)
         return state, ChunkMetrics(
-            mean, totals, periodic, n, jnp.sum(ret), jnp.sum(episodes), cover
+            mean, totals, periodic, n, jnp.sum(ret), jnp.sum(episodes), cover, steps
         )
 
     return chunk

@@ -296,7 +296,9 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
             eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
             eval_returns = np.asarray(compiled_eval(state, eval_keys))
             agent_metrics = {**window.agent_means(), **window.periodic}
-            _check_finite(agent_metrics, eval_returns, step, ckpt)
+            # Periodic metrics are always checked (they override same-named ones).
+            computed = {**window.computed(), **{k: True for k in window.periodic}}
+            _check_finite(agent_metrics, computed, eval_returns, step, ckpt)
             for key, value in window.counts.items():
                 totals[key] = totals.get(key, 0) + value
             new_rows = logging_utils.rows(
@@ -328,10 +330,19 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     return rows
 
 
-def _check_finite(agent_metrics: dict, eval_returns: np.ndarray, step: int, ckpt) -> None:
-    # NaN marks "no learning yet" only where it is in every seed's warm-up window,
-    # which agent_means reports as None.
-    bad = [k for k, v in agent_metrics.items() if v is not None and not np.all(np.isfinite(v))]
+def _check_finite(
+    agent_metrics: dict, computed: dict, eval_returns: np.ndarray, step: int, ckpt
+) -> None:
+    # A train_step metric's mean is NaN by contract where no step of the window
+    # computed it (``computed`` false; None for every seed): only the seeds that
+    # computed it are checked. Periodic metrics are always checked.
+    bad = []
+    for k, v in agent_metrics.items():
+        if v is None:
+            continue
+        finite = np.isfinite(np.asarray(v, np.float64))
+        if not np.all(finite | ~np.asarray(computed.get(k, True))):
+            bad.append(k)
     if not np.all(np.isfinite(eval_returns)):
         bad.append("eval_return")
     if bad:
