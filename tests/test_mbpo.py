@@ -1,5 +1,7 @@
-"""MBPO pieces: the rollout-length schedule, the real/model batch mix, model
-buffer sizing, and rollouts that stop (and restart) at termination."""
+"""MBPO pieces against the authors' code (github.com/jannerm/mbpo, re-written
+here as NumPy oracles): the rollout-length schedule over epochs counted from
+the end of the exploration steps, the model pool that batches come from, the
+real/model batch mix, and rollouts that stop (and restart) at termination."""
 
 import collections
 
@@ -34,21 +36,147 @@ def _tiny(**kw):
     return mbpo.Config(**{**base, **kw})
 
 
-def test_rollout_length_schedule_matches_mbpo_formula():
-    config = mbpo.Config(
-        rollout_min_epoch=20, rollout_max_epoch=100, rollout_min_length=1, rollout_max_length=15
+def _mbpo_rollout_length(schedule, epoch):
+    """The authors' ``_set_rollout_length`` (mbpo/algorithms/mbpo.py l. 337-346)."""
+    min_epoch, max_epoch, min_length, max_length = schedule
+    if epoch <= min_epoch:
+        return int(min_length)
+    dx = min((epoch - min_epoch) / (max_epoch - min_epoch), 1)
+    return int(dx * (max_length - min_length) + min_length)
+
+
+@pytest.mark.parametrize("env", ["hopper", "ant", "humanoid"])
+def test_rollout_length_follows_mbpo_epochs_counted_from_the_end_of_exploration(env):
+    """MBPO fits and rolls out when ``timestep % 250 == 0`` inside epoch ``e``,
+    and its epochs start after the 5000 exploration steps: the fits of epoch
+    ``e`` come after ``5000 + 1000 e + {0, 250, 500, 750}`` env steps. The
+    runner calls ``periodic`` with the step count at the start of the step
+    whose end is that fit (``done - 1`` with one env)."""
+    config = mbpo.Config.for_env(env)
+    schedule = (
+        config.rollout_min_epoch,
+        config.rollout_max_epoch,
+        config.rollout_min_length,
+        config.rollout_max_length,
     )
-    for epoch, want in [(0, 1), (20, 1), (60, 8), (100, 15), (300, 15)]:
-        got = int(mbpo.rollout_length(config, jnp.int32(epoch * 1000)))
-        # MBPO: int(min(max(min_len + (e - e0)/(e1 - e0) * (max_len - min_len), min_len), max_len))
-        ref = int(min(max(1 + (epoch - 20) / 80 * 14, 1), 15))
-        assert got == ref == want
+    done = 5000 + 250 * np.arange(4 * 320)
+    want = [_mbpo_rollout_length(schedule, (d - 5000) // 1000) for d in done]
+    epoch = mbpo.mbpo_epoch(config, jnp.asarray(done - 1, jnp.int32))
+    np.testing.assert_array_equal(np.asarray(epoch), (done - 5000) // 1000)
+    np.testing.assert_array_equal(np.asarray(mbpo.rollout_length(config, epoch)), want)
 
 
-def test_model_buffer_holds_retained_epochs_of_longest_rollouts():
-    config = _tiny(model_retain_epochs=2)
-    # 6 rollouts x 3 steps x (100 / 50) trainings per epoch x 2 epochs.
-    assert mbpo.model_buffer_size(config) == 72
+def test_rollout_length_by_hand_on_hopper():
+    config = mbpo.Config.for_env("hopper")  # [20, 100, 1, 15], 5000 warm-up steps
+
+    def k(done_steps):
+        step = jnp.int32(done_steps - 1)
+        return int(mbpo.rollout_length(config, mbpo.mbpo_epoch(config, step)))
+
+    assert k(5000) == 1  # epoch 0
+    assert k(25_750) == 1  # epoch 20
+    # Epoch 25: 1 + 5/80 * 14 = 1.875 -> 1 (counting epochs from step 0, as
+    # before, gave epoch 30 -> 2).
+    assert k(30_000) == 1
+    assert k(35_000) == 2  # epoch 30: 1 + 10/80 * 14 = 2.75
+    assert k(65_250) == 8  # epoch 60: 1 + 40/80 * 14 = 8
+    assert k(104_750) == 14  # epoch 99: 1 + 79/80 * 14 = 14.825
+    assert k(105_000) == 15 and k(400_000) == 15  # epoch >= 100
+
+
+def _mbpo_pool_oracle(config, rounds):
+    """The ids MBPO's model pool holds after each round: before a round the pool
+    is sized ``retain x k x n x rounds per epoch`` for that round's ``k``
+    (``_reallocate_model_pool``), then the round's ``k x n`` transitions are
+    appended and the oldest beyond the size dropped (FIFO). Transition id:
+    ``100 x round + step in the rollout``."""
+    n = config.rollout_batch_size
+    per_epoch = config.epoch_length / config.periodic_every
+    schedule = (
+        config.rollout_min_epoch,
+        config.rollout_max_epoch,
+        config.rollout_min_length,
+        config.rollout_max_length,
+    )
+    pool, held = [], []
+    for r, done in enumerate(rounds):
+        k = _mbpo_rollout_length(schedule, (done - config.warmup_steps) // config.epoch_length)
+        size = int(config.model_retain_epochs * k * n * per_epoch)
+        for i in range(k):
+            pool += [100 * r + i] * n
+        pool = pool[-size:]
+        held.append((k, collections.Counter(pool)))
+    return held
+
+
+@pytest.mark.parametrize("retain", [1, 2])
+def test_batches_come_only_from_mbpos_model_pool(monkeypatch, retain):
+    """Rollouts of known length ``k`` across epochs (k = 1, 1, 1, 1, 2, 2, 3,
+    ...): after each round, the transitions that ``sample_batch``'s model part
+    can draw are exactly those MBPO's pool holds (NumPy oracle above): while
+    ``k`` stays 1, the rollouts of the last ``retain`` epochs (2 rounds per
+    epoch), not the capacity's worth of older ones."""
+    n = 3
+    config = _tiny(
+        rollout_batch_size=n,
+        rollout_min_epoch=1,
+        rollout_max_epoch=3,
+        rollout_min_length=1,
+        rollout_max_length=3,
+        model_retain_epochs=retain,
+        warmup_steps=100,
+        real_ratio=0.0,
+        batch_size=64,
+    )
+    # Storage for the pool at the longest rollouts: retain x 3 x 3 x 2.
+    assert mbpo.model_buffer_size(config) == retain * 18
+    spec = Spec(2, 1)
+    state = mbpo.init(jax.random.PRNGKey(0), spec, config)
+
+    def fake_step(learner, model, obs, key, env_name):
+        # obs = (round, step in the rollout); reward = the transition's id.
+        rows = obs.shape[0]
+        transition = Transition(
+            obs=obs,
+            action=jnp.zeros((rows, 1)),
+            reward=100 * obs[:, 0] + obs[:, 1],
+            discount=jnp.ones(rows),
+            next_obs=obs + jnp.asarray([0.0, 1.0]),
+        )
+        return model_based.Rollout(transition, jnp.zeros(rows, bool))
+
+    monkeypatch.setattr(model_based, "model_step", fake_step)
+    monkeypatch.setattr(model_based, "train_model", lambda model, buf, key, cfg: (model, {}))
+    draw = jax.jit(lambda s, k: mbpo.sample_batch(s, k).reward)
+
+    rounds = 100 + 50 * np.arange(10)  # fits after these env steps: epochs 0, 0, 1, 1, ...
+    oracle = _mbpo_pool_oracle(config, rounds)
+    for r, done in enumerate(rounds):
+        starts = Transition(
+            obs=jnp.tile(jnp.asarray([[float(r), 0.0]]), (8, 1)),
+            action=jnp.zeros((8, 1)),
+            reward=jnp.zeros(8),
+            discount=jnp.ones(8),
+            next_obs=jnp.zeros((8, 2)),
+        )
+        one = jax.tree_util.tree_map(lambda x: x[0], starts)
+        state = state.replace(env_buffer=buffer.add(buffer.init(one, 8), starts))
+        state, metrics = mbpo.periodic(state, jax.random.PRNGKey(r), jnp.int32(done - 1))
+        k, held = oracle[r]
+        assert int(metrics["rollout/length"]) == k
+        drawn = np.concatenate(
+            [np.asarray(draw(state, key)) for key in jax.random.split(jax.random.PRNGKey(r), 40)]
+        )
+        got = collections.Counter(np.rint(drawn).astype(int).tolist())
+        assert set(got) == set(held), (r, sorted(got), sorted(held))
+        # Uniform over the pool's transitions: each id's share matches its
+        # multiplicity (40 x 64 draws; 5 sigma of a binomial).
+        total = sum(held.values())
+        for i, count in held.items():
+            p = count / total
+            assert abs(got[i] / len(drawn) - p) <= 5 * np.sqrt(p * (1 - p) / len(drawn))
+    # While k = 1 (rounds 0-3), the pool held exactly the last `retain` epochs.
+    assert {i // 100 for i in oracle[3][1]} == ({2, 3} if retain == 1 else {0, 1, 2, 3})
 
 
 def _state(config, obs_size=3, action_size=2):
@@ -73,7 +201,9 @@ def test_batches_mix_real_and_model_data_by_real_ratio():
         discount=jnp.ones(30),
         next_obs=-jnp.ones((30, 3)),
     )
-    state = state.replace(model_buffer=buffer.add(state.model_buffer, fake))
+    state = state.replace(
+        model_buffer=buffer.add(state.model_buffer, fake), model_pool=jnp.int32(30)
+    )
     batch = mbpo.sample_batch(state, jax.random.PRNGKey(1))
     assert batch.reward.shape == (20,)
     assert int(jnp.sum(batch.reward > 0)) == 5  # round(20 * 0.25) real rows
