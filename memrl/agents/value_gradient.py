@@ -1,33 +1,46 @@
-"""The core S2VG and MEMB share: soft value gradients through a one-step
-reparameterized model.
+"""Algorithm 1 of S2VG and MEMB, which share it: soft value gradients through
+a one-step reparameterized model.
 
 Both papers ("S2VG: Soft Stochastic Value Gradient", and Tan et al., "Model
-Embedding Model-Based Reinforcement Learning") build the same machine:
+Embedding Model-Based Reinforcement Learning") build the same machine. This
+file is their Algorithm 1 from top to bottom; the pieces live beside it:
 
-* a reparameterized dynamics model ``s' = f(s, a, zeta_omega)`` and reward
-  model ``r_hat(s, a, zeta_phi)``, trained on real data by the MSE of a sample
-  (S2VG eq. 6, MEMB eq. 4): ``model_loss``, ``update_model``;
-* twin soft Q functions trained on value-expansion targets over imagined
+* ``value_gradient_config``: ``Config`` and the papers' Table 2
+  (``PAPER_TABLE``);
+* ``value_gradient_networks``: the five networks, the ``Learner`` (their
+  parameters and Adam states), ``policy_fn``, ``value_fn``;
+* ``value_gradient_model``: the reparameterized dynamics ``s' = f(s, a,
+  zeta_omega)`` and reward ``r_hat(s, a, zeta_phi)`` as steps
+  (``learned_step``, ``true_step`` for MEMB App. B.3), their loss (S2VG eq.
+  6, MEMB eq. 4: ``model_loss``), imagined rollouts (``imagine``) and the
+  model-error diagnostic (MEMB App. B.2);
+* ``value_gradient_losses``: twin Q on value-expansion targets over imagined
   rollouts that start from a real transition (S2VG eq. 7; with ``H = 1`` the
-  one-step TD of MEMB eq. 6): ``value_expansion_targets``, ``critic_loss``;
-* a soft V with a Polyak-averaged target, regressed on
+  one-step TD of MEMB eq. 6: ``critic_loss``), the soft V regressed on
   ``min_i Q_i(s, a) - alpha log pi(a|s)`` on real states (S2VG eq. 8, MEMB
-  eq. 5): ``value_loss``;
-* a policy gradient taken through the one-step model (S2VG eq. 10-11, MEMB
-  eq. 8-9): the gradient of ``soft_value_estimate``, wrapped by ``policy_loss``.
+  eq. 5: ``value_loss``), and the policy objective whose gradient is the soft
+  value gradient through the one-step model (S2VG eq. 10-11, MEMB eq. 8-9:
+  ``soft_value_estimate``, ``policy_loss``).
 
-They differ in the states the policy gradient uses (S2VG: real states; MEMB:
-states of k-step model rollouts), which each agent passes to
-``actor_critic_update``. ``memrl.agents.svg`` (SVG(1), the papers' baseline)
-reuses the model, V and ``soft_value_estimate`` with noise inferred from real
-transitions instead of sampled.
+Every name of those files that other code uses is importable from here too.
 
-The per-step schedule (Algorithm 1 of both papers) is ``learn_step``: store
-the transition, one model step on a real batch, then ``updates_per_step``
-(``m``) actor-critic updates once past the warm-up (the model is trained
-alone before, as in the MEMB authors' code). ``periodic`` logs the model's
-one- and k-step error on the latest real transitions (MEMB App. B.2) through
-``memrl.diagnostics.model_error``.
+Algorithm 1, per environment step (``learn_step``):
+
+1. train the dynamics and reward models on a real batch (``update_model``);
+2. act, ``a_t ~ pi(.|s_t)`` (``act``; the runner steps the env), and store
+   the transition in ``D``;
+3. ``m`` (``updates_per_step``) times, once past the warm-up (the model is
+   trained alone before, as in the MEMB authors' code): sample a real batch,
+   and take the Q, V and policy steps of ``actor_critic_update``, then
+   Polyak-average V bar.
+
+S2VG and MEMB differ in the states the policy gradient uses (S2VG: real
+states; MEMB: states of k-step model rollouts), which each agent passes to
+``actor_critic_update``. ``memrl.agents.svg`` (SVG(1), the papers'
+baseline) reuses the model, V and ``soft_value_estimate`` with noise
+inferred from real transitions instead of sampled. ``periodic`` logs the
+model's one- and k-step error on the latest real transitions (MEMB App. B.2)
+through ``memrl.diagnostics.model_error``.
 
 Facts from the MEMB authors' TF1 code (``memb.py``, ``core.py``) that the
 papers omit and this module follows: fixed alpha, batch 100, Polyak 0.995 on
@@ -44,15 +57,11 @@ epsilon); the policy's log-sigma bounds are memrl's ``[-5, 2]`` (code
 ``[-20, 2]``); the policy objective bootstraps ``V(s')`` without a
 termination mask (the code multiplies by the *real* transition's done flag,
 which belongs to another action).
-
-No ``from __future__ import annotations`` here: ml_collections reads Config
-field types at runtime.
 """
 
-import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Any
 
 import flax.struct as struct
 import jax
@@ -62,178 +71,80 @@ import optax
 from memrl import returns
 from memrl.agents import sac
 from memrl.agents.common import gradient_step
+from memrl.agents.value_gradient_config import PAPER_TABLE, Config
+from memrl.agents.value_gradient_losses import (
+    critic_loss,
+    policy_loss,
+    soft_value_estimate,
+    value_loss,
+)
+from memrl.agents.value_gradient_model import (
+    Trajectory,
+    expanded_trajectory,
+    imagine,
+    learned_step,
+    model_error_metrics,
+    model_loss,
+    model_outputs,
+    model_step,
+    true_step,
+)
+from memrl.agents.value_gradient_networks import (
+    Learner,
+    Networks,
+    PolicyFn,
+    PyTree,
+    StepFn,
+    networks,
+    policy_fn,
+    value_fn,
+)
 from memrl.diagnostics import model_error
-from memrl.envs import pendulum
 from memrl.nets import policy as policy_lib
-from memrl.nets import reparam_model
-from memrl.nets.critic import QNetwork, VNetwork
 from memrl.replay import buffer as buffer_lib
 from memrl.types import Transition
 
-PyTree = Any
-# (obs [..., O], action [..., A]) -> (next_obs [..., O], reward [...]).
-StepFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-# (policy params, obs [..., O], eta [..., A]) -> (action [..., A], log pi [...]).
-PolicyFn = Callable[[PyTree, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+__all__ = [
+    "PAPER_TABLE",
+    "AgentState",
+    "Config",
+    "Learner",
+    "Networks",
+    "PolicyFn",
+    "PyTree",
+    "StepFn",
+    "Trajectory",
+    "act",
+    "actor_critic_update",
+    "critic_loss",
+    "expanded_trajectory",
+    "imagine",
+    "init_learner",
+    "init_state",
+    "learn_step",
+    "learned_step",
+    "model_error_metrics",
+    "model_loss",
+    "model_outputs",
+    "model_step",
+    "networks",
+    "periodic",
+    "policy_fn",
+    "policy_loss",
+    "repeated_updates",
+    "soft_value_estimate",
+    "true_step",
+    "uniform_log_prob",
+    "update_model",
+    "validate",
+    "value_expansion_targets",
+    "value_fn",
+    "value_loss",
+]
 
-# S2VG Table 2 and MEMB Table 2 (App. C); the two tables agree on the five
-# tasks they share, MEMB adds swimmer and reacher. Policy learning rate 3e-4
-# and (256, 256) policy/value networks everywhere. The text extraction of the
-# tables is garbled; merged cells read as spanning to the next filled cell.
-PAPER_TABLE: dict[str, dict[str, Any]] = {
-    "pendulum": dict(
-        epochs=50,
-        value_learning_rate=3e-4,
-        model_learning_rate=3e-4,
-        alpha=0.2,
-        model_hidden_sizes=(32, 16),
-        updates_per_step=5,
-    ),
-    "inverted_pendulum": dict(
-        epochs=40,
-        value_learning_rate=3e-4,
-        model_learning_rate=3e-4,
-        alpha=0.1,
-        model_hidden_sizes=(32, 16),
-        updates_per_step=1,
-    ),
-    "halfcheetah": dict(
-        epochs=200,
-        value_learning_rate=1e-3,
-        model_learning_rate=3e-4,
-        alpha=0.4,
-        model_hidden_sizes=(256, 128),
-        updates_per_step=5,
-    ),
-    "hopper": dict(
-        epochs=200,
-        value_learning_rate=1e-3,
-        model_learning_rate=1e-4,
-        alpha=0.4,
-        model_hidden_sizes=(256, 128),
-        updates_per_step=5,
-    ),
-    "walker2d": dict(
-        epochs=300,
-        value_learning_rate=3e-4,
-        model_learning_rate=1e-4,
-        alpha=0.4,
-        model_hidden_sizes=(256, 256),
-        updates_per_step=3,
-    ),
-    "swimmer": dict(
-        epochs=180,
-        value_learning_rate=3e-4,
-        model_learning_rate=1e-4,
-        alpha=0.2,
-        model_hidden_sizes=(256, 128),
-        updates_per_step=5,
-    ),
-    "reacher": dict(
-        epochs=50,
-        epoch_length=50,
-        value_learning_rate=3e-4,
-        model_learning_rate=1e-4,
-        alpha=0.2,
-        model_hidden_sizes=(256, 128),
-        updates_per_step=5,
-    ),
-}
-
-# Uniform-random steps during which the model trains alone (MEMB code:
-# start_steps 1000, actor-critic from epoch train_model_epoch + 1).
-_WARMUP = {"pendulum": 1000, "inverted_pendulum": 1000, "reacher": 500}
-
-
-@dataclasses.dataclass(unsafe_hash=True)
-class Config:
-    """Settings shared by S2VG, MEMB and SVG; defaults are the MEMB authors' code
-    (HalfCheetah), ``for_env`` gives the papers' Table 2.
-
-    Treat as immutable: derive variants with ``dataclasses.replace``.
-
-    Attributes:
-      hidden_sizes: policy, Q and V MLP widths ((256, 256), Table 2).
-      activation: hidden activation of every network (ReLU, Table 2).
-      model_hidden_sizes: widths of the dynamics and of the reward network
-        (Table 2 "Model network architecture").
-      model_predicts_delta: the dynamics network predicts ``s' - s`` instead of
-        the absolute ``s'`` (not in the papers; the authors predict ``s'``).
-      policy_learning_rate: Adam step size of the policy (3e-4).
-      value_learning_rate: Adam step size of Q and V (Table 2 "Value").
-      model_learning_rate: Adam step size of both models (Table 2 "Model").
-      alpha: fixed entropy temperature (Table 2 "Alpha"); 0 removes the entropy
-        term (MEMB App. B.1, then use ``exploration_noise``).
-      gamma: discount.
-      tau: Polyak coefficient of the target V (code: polyak 0.995).
-      batch_size: minibatch size of every update (code: 100).
-      buffer_size: real replay capacity.
-      updates_per_step: ``m``, actor-critic updates per environment step
-        (Algorithm 1 step 3, Table 2 "Train actor-critic times").
-      horizon: ``H`` of the value expansion for Q (S2VG eq. 7; 1 = real
-        one-step TD, the papers' choice; 2 and 5 are their ablations).
-      exploration_noise: std of Gaussian noise added to sampled actions in
-        ``act`` (MEMB App. B.1: with ``alpha = 0`` "we add the noise in policy
-        for the exploration"); 0 = none.
-      true_model: use the environment's own differentiable step instead of the
-        learned model for imagined transitions and the policy gradient (MEMB
-        App. B.3, Fig. 4). Pendulum only (see ``true_step``); the learned
-        model is still trained so that its error stays comparable.
-      env_name: the task (set by ``for_env``; needed by ``true_model``).
-      epochs: training epochs of Table 2 (informational: total steps are
-        ``epochs * epoch_length``; the runner's ``--total_steps`` decides).
-      epoch_length: environment steps per epoch (Table 2: 1000; reacher 50).
-      model_error_horizon: ``k`` of the k-step model error logged by
-        ``periodic`` (MEMB App. B.2); 0 turns ``periodic`` off.
-      warmup_steps: uniform-random steps at the start; the model trains alone
-        during them, actor-critic updates start after.
-      num_envs: parallel environments per seed.
-      periodic_every: period of the model-error measurement (one epoch).
-    """
-
-    PAPER_ENVS: ClassVar[tuple[str, ...]] = tuple(PAPER_TABLE)
-
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
-    model_hidden_sizes: tuple[int, ...] = (256, 128)
-    model_predicts_delta: bool = False
-    policy_learning_rate: float = 3e-4
-    value_learning_rate: float = 1e-3
-    model_learning_rate: float = 3e-4
-    alpha: float = 0.4
-    gamma: float = 0.99
-    tau: float = 0.005
-    batch_size: int = 100
-    buffer_size: int = 1_000_000
-    updates_per_step: int = 5
-    horizon: int = 1
-    exploration_noise: float = 0.0
-    true_model: bool = False
-    env_name: str = ""
-    epochs: int = 200
-    epoch_length: int = 1000
-    model_error_horizon: int = 5
-    warmup_steps: int = 5000
-    num_envs: int = 1
-    periodic_every: int = 1000
-
-    def run_length(self) -> int | None:
-        """Table 2's run, ``epochs * epoch_length`` environment steps, for the
-        paper's tasks (``PAPER_ENVS``); None elsewhere."""
-        if self.env_name in self.PAPER_ENVS:
-            return self.epochs * self.epoch_length
-        return None
-
-    @classmethod
-    def for_env(cls, env_name: str) -> "Config":
-        """Table 2 of the paper for the tasks in ``PAPER_ENVS``; the defaults
-        (HalfCheetah's settings) elsewhere."""
-        settings: dict[str, Any] = dict(env_name=env_name)
-        settings["warmup_steps"] = _WARMUP.get(env_name, 5000)
-        if env_name in cls.PAPER_ENVS:
-            settings.update(PAPER_TABLE[env_name])
-            settings["periodic_every"] = settings.get("epoch_length", 1000)
-        return cls(**settings)
+# S2VG eq. 7 (one-step TD of MEMB eq. 6 with H = 1); kept here under its old
+# name for the agents and tests that import it from this module.
+value_expansion_targets = returns.value_expansion_targets
 
 
 def validate(config: Config) -> None:
@@ -248,59 +159,8 @@ def validate(config: Config) -> None:
         true_step(config.env_name)  # Raises for tasks without a JAX step.
 
 
-class Networks(NamedTuple):
-    """The five flax modules."""
-
-    policy: policy_lib.TanhGaussianPolicy
-    critic: QNetwork
-    value: VNetwork
-    dynamics: reparam_model.ReparamModel
-    reward: reparam_model.ReparamModel
-
-
-def networks(config: Config, obs_size: int, action_size: int) -> Networks:
-    hidden, act = tuple(config.hidden_sizes), config.activation
-    model_hidden = tuple(config.model_hidden_sizes)
-    return Networks(
-        policy=policy_lib.TanhGaussianPolicy(action_size, hidden, act),
-        critic=QNetwork(hidden, 2, act),
-        value=VNetwork(hidden, act),
-        dynamics=reparam_model.ReparamModel(obs_size, model_hidden, act),
-        reward=reparam_model.ReparamModel(1, model_hidden, act),
-    )
-
-
-@struct.dataclass
-class Learner:
-    """Everything the updates change.
-
-    Attributes:
-      policy: tanh-Gaussian policy parameters (theta).
-      critic: twin-Q parameters (phi_0, phi_1), stacked; ``None`` for SVG.
-      value: V parameters (psi).
-      target_value: Polyak-averaged V (psi bar).
-      model: ``{'dynamics': omega, 'reward': varphi}``.
-      policy_opt, critic_opt, value_opt, model_opt: Adam states.
-      config: the static ``Config``.
-      obs_size, action_size: static sizes.
-    """
-
-    policy: PyTree
-    critic: PyTree
-    value: PyTree
-    target_value: PyTree
-    model: PyTree
-    policy_opt: optax.OptState
-    critic_opt: optax.OptState
-    value_opt: optax.OptState
-    model_opt: optax.OptState
-    config: Config = struct.field(pytree_node=False)
-    obs_size: int = struct.field(pytree_node=False)
-    action_size: int = struct.field(pytree_node=False)
-
-    @property
-    def nets(self) -> Networks:
-        return networks(self.config, self.obs_size, self.action_size)
+# ----------------------------------------------------------------------------
+# Inputs: pi_theta, Q_phi0, Q_phi1, V_psi, V_psi_bar, f_omega, r_hat_varphi, D.
 
 
 @struct.dataclass
@@ -345,6 +205,29 @@ def init_learner(
     )
 
 
+def init_state(key: jax.Array, env_spec: Any, config: Config, example: Any, with_critic=True):
+    """Learner and an empty buffer of ``config.buffer_size`` items like ``example``."""
+    learner = init_learner(
+        key, env_spec.observation_size, env_spec.action_size, config, with_critic
+    )
+    return AgentState(learner=learner, buffer=buffer_lib.init(example, config.buffer_size))
+
+
+# ----------------------------------------------------------------------------
+# Step 1: train the dynamics and reward models (S2VG eq. 6, MEMB eq. 4).
+
+
+def update_model(learner: Learner, batch: Transition, key: jax.Array) -> tuple[Learner, dict]:
+    """One Adam step on ``model_loss`` (Algorithm 1 step 1)."""
+    step = gradient_step(model_loss, optax.adam(learner.config.model_learning_rate))
+    model, model_opt, metrics = step(learner.model, learner.model_opt, learner, batch, key)
+    return learner.replace(model=model, model_opt=model_opt), metrics
+
+
+# ----------------------------------------------------------------------------
+# Step 2: interact with the environment (the runner steps it; learn_step stores).
+
+
 def _learner(state: AgentState | Learner) -> Learner:
     return state.learner if isinstance(state, AgentState) else state
 
@@ -365,315 +248,8 @@ def act(state: AgentState | Learner, obs: jax.Array, key: jax.Array, determinist
     return action
 
 
-def policy_fn(learner: Learner) -> PolicyFn:
-    """``(theta, s, eta) -> (a, log pi(a|s))`` with ``a = tanh(mu + sigma eta)``."""
-    pi = learner.nets.policy
-
-    def apply(params, obs, eta):
-        return policy_lib.squash_with_log_prob(pi.apply(params, obs), eta)
-
-    return apply
-
-
-def value_fn(learner: Learner, params: PyTree | None = None) -> Callable[[jax.Array], jax.Array]:
-    """``s -> V_psi(s)`` (the online V unless ``params`` is given)."""
-    v = learner.nets.value
-    params = learner.value if params is None else params
-    return lambda obs: v.apply(params, obs)
-
-
 # ----------------------------------------------------------------------------
-# Models: learned (eq. 6 / eq. 4) and true (MEMB App. B.3).
-
-
-def true_step(env_name: str) -> StepFn:
-    """The environment's own step as a differentiable ``StepFn`` (MEMB Fig. 4).
-
-    Pendulum: ``th = atan2(sin, cos)``, torque ``u = max_torque * a`` (the
-    ``RescaleAction`` of ``memrl.envs.make``), then ``pendulum.dynamics`` and
-    ``pendulum.reward`` (the reward of the pre-step state, as gymnasium).
-    The MJX tasks are not supported: their observations leave out positions,
-    so a state cannot be rebuilt from an observation, and differentiating an
-    MJX step for every imagined row is far too slow on CPU.
-
-    Raises:
-      ValueError: for any task but pendulum.
-    """
-    if env_name != "pendulum":
-        raise ValueError(
-            f"true_model is implemented for pendulum only (a differentiable JAX step "
-            f"that an observation determines), got env {env_name!r}"
-        )
-    params = pendulum.DEFAULT_PARAMS
-
-    def step(obs, action):
-        x = jnp.stack([jnp.arctan2(obs[..., 1], obs[..., 0]), obs[..., 2]], axis=-1)
-        u = params.max_torque * action
-        reward = pendulum.reward(x, u, params)
-        return pendulum.observation(pendulum.dynamics(x, u, params)), reward
-
-    return step
-
-
-def model_outputs(
-    learner: Learner, obs: jax.Array, action: jax.Array, model: PyTree | None = None
-) -> tuple[reparam_model.GaussianOutput, reparam_model.GaussianOutput]:
-    """The Gaussians of the dynamics and reward models at ``(s, a)``."""
-    model = learner.model if model is None else model
-    nets = learner.nets
-    return (
-        nets.dynamics.apply(model["dynamics"], obs, action),
-        nets.reward.apply(model["reward"], obs, action),
-    )
-
-
-def learned_step(learner: Learner, key: jax.Array) -> StepFn:
-    """``(s, a) -> (f(s, a, zeta_omega), r_hat(s, a, zeta_phi))`` with noise drawn
-    from ``key`` (the same noise for every call with equal shapes)."""
-    delta = learner.config.model_predicts_delta
-
-    def step(obs, action):
-        k_f, k_r = jax.random.split(key)
-        dyn, rew = model_outputs(learner, obs, action)
-        next_obs = reparam_model.sample(dyn, jax.random.normal(k_f, dyn.mean.shape))
-        if delta:
-            next_obs = next_obs + obs
-        reward = reparam_model.sample(rew, jax.random.normal(k_r, rew.mean.shape))
-        return next_obs, reward[..., 0]
-
-    return step
-
-
-def model_step(learner: Learner, key: jax.Array) -> StepFn:
-    """The step used for imagination and the policy gradient: the true one
-    when ``config.true_model``, else ``learned_step``."""
-    if learner.config.true_model:
-        return true_step(learner.config.env_name)
-    return learned_step(learner, key)
-
-
-def model_loss(
-    model: PyTree, learner: Learner, batch: Transition, key: jax.Array
-) -> tuple[jax.Array, dict]:
-    """``J(omega) + J(varphi)`` (S2VG eq. 6, MEMB eq. 4)::
-
-    J(omega)  = 1/2 E_D ||f(s, a, zeta_omega) - s'||^2
-    J(varphi) = 1/2 E_D (r_hat(s, a, zeta_phi) - r)^2
-    """
-    nets = learner.nets
-    k_f, k_r = jax.random.split(key)
-    target = batch.next_obs
-    if learner.config.model_predicts_delta:
-        target = target - batch.obs
-    loss_f, dyn = reparam_model.mse_loss(
-        nets.dynamics,
-        model["dynamics"],
-        batch.obs,
-        batch.action,
-        target,
-        jax.random.normal(k_f, target.shape),
-    )
-    reward = batch.reward[:, None]
-    loss_r, _ = reparam_model.mse_loss(
-        nets.reward,
-        model["reward"],
-        batch.obs,
-        batch.action,
-        reward,
-        jax.random.normal(k_r, reward.shape),
-    )
-    metrics = {
-        "loss/model_dynamics": loss_f,
-        "loss/model_reward": loss_r,
-        "model/dynamics_std": jnp.mean(jnp.exp(dyn.log_std)),
-    }
-    return loss_f + loss_r, metrics
-
-
-def update_model(learner: Learner, batch: Transition, key: jax.Array) -> tuple[Learner, dict]:
-    """One Adam step on ``model_loss`` (Algorithm 1 step 1)."""
-    step = gradient_step(model_loss, optax.adam(learner.config.model_learning_rate))
-    model, model_opt, metrics = step(learner.model, learner.model_opt, learner, batch, key)
-    return learner.replace(model=model, model_opt=model_opt), metrics
-
-
-# ----------------------------------------------------------------------------
-# Imagination and value expansion (S2VG eq. 7).
-
-
-class Trajectory(NamedTuple):
-    """A batch of trajectories, time-major.
-
-    Attributes:
-      obs: ``[L + 1, B, O]`` states ``s_0 .. s_L``.
-      action: ``[L, B, A]``.
-      reward: ``[L, B]``.
-      discount: ``[L, B]`` (0 after a terminal transition).
-    """
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    discount: jax.Array
-
-
-def imagine(learner: Learner, obs: jax.Array, key: jax.Array, length: int) -> Trajectory:
-    """``length`` steps of ``a_k ~ pi(.|s_k)``, ``(s_{k+1}, r_k) = model(s_k, a_k)``
-    from ``obs [B, O]`` (Algorithm 1, "imaginary rollout"); no gradients flow.
-
-    The learned model has no termination, so every discount is 1 (MEMB makes
-    no assumption on the terminal condition).
-    """
-    b = obs.shape[0]
-    if length == 0:
-        return Trajectory(
-            obs=obs[None],
-            action=jnp.zeros((0, b, learner.action_size), obs.dtype),
-            reward=jnp.zeros((0, b), obs.dtype),
-            discount=jnp.zeros((0, b), obs.dtype),
-        )
-    pi = learner.nets.policy
-
-    def body(s, k):
-        k_pi, k_model = jax.random.split(k)
-        a, _ = policy_lib.sample_and_log_prob(pi.apply(learner.policy, s), k_pi)
-        s_next, r = model_step(learner, k_model)(s, a)
-        return s_next, (s, a, r)
-
-    last, (states, actions, rewards) = jax.lax.scan(body, obs, jax.random.split(key, length))
-    traj = Trajectory(
-        obs=jnp.concatenate([states, last[None]], axis=0),
-        action=actions,
-        reward=rewards,
-        discount=jnp.ones_like(rewards),
-    )
-    return jax.tree_util.tree_map(jax.lax.stop_gradient, traj)
-
-
-# S2VG eq. 7 (one-step TD of MEMB eq. 6 with H = 1); kept here under its old
-# name for the agents and tests that import it from this module.
-value_expansion_targets = returns.value_expansion_targets
-
-
-def expanded_trajectory(learner: Learner, batch: Transition, key: jax.Array) -> Trajectory:
-    """The real tuple ``tau_0 = (s_0, a_0, r_0, s_1)`` followed by ``H - 1``
-    imagined steps from the real ``s_1`` (S2VG eq. 7: "only the initial tuple
-    is sampled from D")."""
-    cont = imagine(learner, batch.next_obs, key, learner.config.horizon - 1)
-    return Trajectory(
-        obs=jnp.concatenate([batch.obs[None], cont.obs], axis=0),
-        action=jnp.concatenate([batch.action[None], cont.action], axis=0),
-        reward=jnp.concatenate([batch.reward[None], cont.reward], axis=0),
-        discount=jnp.concatenate([batch.discount[None], cont.discount], axis=0),
-    )
-
-
-def critic_loss(
-    critic: PyTree, learner: Learner, batch: Transition, key: jax.Array
-) -> tuple[jax.Array, dict]:
-    """Twin-Q loss on value-expansion targets with the target V (S2VG eq. 7)::
-
-        J(phi_i) = mean_b 1/H sum_{t<H} w_t 1/2 (Q_i(s_t, a_t) - G_t)^2
-
-    ``w_t = prod_{k<t} d_k`` drops the imagined steps after a real terminal
-    transition. With ``H = 1`` this is MEMB eq. 6 with ``V_psi_bar``.
-    """
-    config = learner.config
-    nets = learner.nets
-    traj = expanded_trajectory(learner, batch, key)
-    v_last = nets.value.apply(learner.target_value, traj.obs[-1])
-    targets = jax.vmap(value_expansion_targets, in_axes=(1, 1, 0, None), out_axes=1)(
-        traj.reward, traj.discount, v_last, config.gamma
-    )
-    targets = jax.lax.stop_gradient(targets)
-    alive = jnp.cumprod(
-        jnp.concatenate([jnp.ones_like(traj.discount[:1]), traj.discount[:-1]], axis=0), axis=0
-    )
-    q = nets.critic.apply(critic, traj.obs[:-1], traj.action)  # [2, H, B]
-    sq = 0.5 * jnp.sum((q - targets) ** 2, axis=0)
-    loss = jnp.mean(jnp.mean(alive * sq, axis=0))
-    return loss, {"loss/critic": loss, "q/mean": jnp.mean(q[:, 0]), "q/target": jnp.mean(targets)}
-
-
-def value_loss(
-    value: PyTree, learner: Learner, obs: jax.Array, key: jax.Array
-) -> tuple[jax.Array, dict]:
-    """``J(psi) = mean_s 1/2 (V_psi(s) - [min_i Q_i(s, a) - alpha log pi(a|s)])^2``,
-    ``a ~ pi(.|s)``, on real states (S2VG eq. 8, MEMB eq. 5)."""
-    config = learner.config
-    nets = learner.nets
-    action, log_prob = policy_lib.sample_and_log_prob(nets.policy.apply(learner.policy, obs), key)
-    q_min = jnp.min(nets.critic.apply(learner.critic, obs, action), axis=0)
-    target = jax.lax.stop_gradient(q_min - config.alpha * log_prob)
-    v = nets.value.apply(value, obs)
-    loss = 0.5 * jnp.mean((v - target) ** 2)
-    return loss, {"loss/value": loss, "v/mean": jnp.mean(v)}
-
-
-# ----------------------------------------------------------------------------
-# The policy gradient through the model (S2VG eq. 10-11, MEMB eq. 8-9).
-
-
-def soft_value_estimate(
-    policy_params: PyTree,
-    obs: jax.Array,
-    eta: jax.Array,
-    policy: PolicyFn,
-    step: StepFn,
-    value: Callable[[jax.Array], jax.Array],
-    alpha: float,
-    gamma: float,
-    discount: jax.Array | float = 1.0,
-) -> tuple[jax.Array, jax.Array]:
-    """One-step soft Bellman estimate of ``V(s)`` through the model (S2VG eq.
-    10, MEMB eq. 8), pathwise in the policy parameters::
-
-        a = kappa(s, eta; theta),   (s', r) = step(s, a)   [noise zeta inside]
-        V(s) = r_hat(s, a, zeta_phi) - alpha log pi(a|s) + gamma d V'(f(s, a, zeta_omega))
-
-    Its gradient in ``theta`` is eq. 11 / eq. 9: the reward path
-    ``dr/da da/dtheta``, the entropy term ``-alpha dlog pi/dtheta`` (total
-    derivative, ``eta`` fixed) and ``gamma dV'/ds' df/da da/dtheta``.
-
-    Args:
-      policy_params: ``theta`` (differentiated).
-      obs: ``[B, O]`` states ``s``.
-      eta: ``[B, A]`` policy noise.
-      policy: ``(theta, s, eta) -> (a, log pi(a|s))``.
-      step: ``(s, a) -> (s', r)``, the model with its noise fixed.
-      value: ``s' -> V'(s')``.
-      alpha: entropy temperature.
-      gamma: discount.
-      discount: ``d``, scalar or ``[B]`` (1 for the learned model).
-
-    Returns:
-      ``[B]`` estimates and ``[B]`` log-probabilities.
-    """
-    action, log_prob = policy(policy_params, obs, eta)
-    next_obs, reward = step(obs, action)
-    return reward - alpha * log_prob + gamma * discount * value(next_obs), log_prob
-
-
-def policy_loss(
-    policy_params: PyTree, learner: Learner, obs: jax.Array, key: jax.Array
-) -> tuple[jax.Array, dict]:
-    """``-mean_s soft_value_estimate(s)`` with fresh noise ``eta, zeta`` and the
-    online V: ascending it follows eq. 11 / eq. 9 on the states ``obs``."""
-    config = learner.config
-    k_eta, k_model = jax.random.split(key)
-    eta = jax.random.normal(k_eta, obs.shape[:-1] + (learner.action_size,))
-    estimate, log_prob = soft_value_estimate(
-        policy_params,
-        obs,
-        eta,
-        policy_fn(learner),
-        model_step(learner, k_model),
-        value_fn(learner),
-        config.alpha,
-        config.gamma,
-    )
-    loss = -jnp.mean(estimate)
-    return loss, {"loss/actor": loss, "policy/entropy": -jnp.mean(log_prob)}
+# Step 3: m actor-critic updates (S2VG eq. 7, 8, 11; MEMB eq. 6, 5, 9).
 
 
 def actor_critic_update(
@@ -715,9 +291,6 @@ def actor_critic_update(
     return learner, {**q_metrics, **v_metrics, **pi_metrics}
 
 
-# ----------------------------------------------------------------------------
-# Algorithm 1: the per-step schedule.
-
 UpdateFn = Callable[[Learner, Any, jax.Array], tuple[Learner, dict]]
 
 
@@ -745,12 +318,8 @@ def repeated_updates(
     return learner, metrics
 
 
-def init_state(key: jax.Array, env_spec: Any, config: Config, example: Any, with_critic=True):
-    """Learner and an empty buffer of ``config.buffer_size`` items like ``example``."""
-    learner = init_learner(
-        key, env_spec.observation_size, env_spec.action_size, config, with_critic
-    )
-    return AgentState(learner=learner, buffer=buffer_lib.init(example, config.buffer_size))
+# ----------------------------------------------------------------------------
+# One iteration of Algorithm 1, and the model error over training.
 
 
 def learn_step(
@@ -787,23 +356,6 @@ def learn_step(
         step >= config.warmup_steps,
     )
     return AgentState(learner=learner, buffer=buffer), {**model_metrics, **metrics}
-
-
-def model_error_metrics(
-    learner: Learner, window: Transition, key: jax.Array, horizon: int
-) -> dict[str, jax.Array]:
-    """One- and ``horizon``-step error of the learned model (its sampled
-    prediction) on consecutive real transitions, and its reward MSE (MEMB
-    App. B.2)."""
-    k_err, k_r = jax.random.split(key)
-
-    def step_fn(obs, action, k):
-        return learned_step(learner, k)(obs, action)[0]
-
-    metrics = model_error.prediction_error(step_fn, window, k_err, horizon)
-    reward = learned_step(learner, k_r)(window.obs, window.action)[1]
-    metrics["model/reward_mse"] = jnp.mean((reward - window.reward) ** 2)
-    return metrics
 
 
 def periodic(

@@ -113,6 +113,31 @@ def observation(x: jax.Array) -> jax.Array:
     return jnp.stack([jnp.cos(th), jnp.sin(th), thdot], axis=-1)
 
 
+def observation_step(
+    obs: jax.Array, action: jax.Array, params: PendulumParams = DEFAULT_PARAMS
+) -> tuple[jax.Array, jax.Array]:
+    """The environment's own step on observations, differentiable, as an agent
+    sees it through ``memrl.envs.make('pendulum')`` (MEMB's true-model
+    ablation, App. B.3 Fig. 4, uses it in place of the learned model).
+
+    An observation determines the state: ``th = atan2(sin th, cos th)``
+    (equal to the unwrapped angle modulo 2 pi, which is all ``dynamics``,
+    ``reward`` and ``observation`` depend on). The action is in ``[-1, 1]``
+    and becomes the torque ``max_torque * action`` (``RescaleAction``).
+
+    Args:
+      obs: ``[..., 3]`` observations ``[cos th, sin th, thdot]``.
+      action: ``[..., 1]`` actions in ``[-1, 1]``.
+      params: physical constants.
+
+    Returns:
+      ``([..., 3]`` next observation, ``[...]`` reward of the pre-step state``)``.
+    """
+    x = jnp.stack([jnp.arctan2(obs[..., 1], obs[..., 0]), obs[..., 2]], axis=-1)
+    u = params.max_torque * action
+    return observation(dynamics(x, u, params)), reward(x, u, params)
+
+
 class Pendulum(Env):
     """Gymnasium Pendulum-v1 as a brax ``Env`` (pure JAX, differentiable).
 
