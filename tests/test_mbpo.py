@@ -248,3 +248,17 @@ def test_schedules_that_learn_before_the_first_model_fit_are_rejected():
         memr.validate(memr.Config(warmup_steps=1000, periodic_every=250, rollout_every=3))
     with pytest.raises(ValueError, match="periodic_every"):
         memr.validate(memr.Config(warmup_steps=1000, periodic_every=400))
+
+
+@pytest.mark.slow
+def test_learns_pendulum(tmp_path):
+    """Opt-in: mean evaluation return >= -400 after 10^4 pendulum steps with
+    the CPU settings of ``Config.for_env('pendulum')`` (uniform random actions
+    score about -1200)."""
+    from memrl.training import runner
+
+    run = runner.RunConfig(
+        env="pendulum", total_steps=10_000, eval_every=1000, logdir=str(tmp_path), progress=False
+    )
+    rows = runner.train(mbpo, mbpo.Config.for_env("pendulum"), run)
+    assert rows[-1]["eval_return"] >= -400.0
