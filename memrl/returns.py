@@ -157,10 +157,16 @@ def n_step_returns(
 
 
 def value_expansion_targets(
-    r_t: jax.Array, discount_t: jax.Array, v_h: jax.Array, gamma: float
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    v_h: jax.Array,
+    gamma: float,
+    entropy_t: jax.Array | None = None,
 ) -> jax.Array:
     """Value-expansion targets (Feinberg et al. 2018; S2VG eq. 7) of one
-    trajectory of ``H`` steps::
+    trajectory of ``H`` steps, plain or soft.
+
+    Plain (``entropy_t`` None), eq. 7 as printed::
 
         G_t = sum_{k=t}^{H-1} gamma^{k-t} r_k + gamma^{H-t} V(s_H),   t = 0 .. H-1
 
@@ -169,19 +175,44 @@ def value_expansion_targets(
     exactly). With ``H = 1``: ``G_0 = r_0 + gamma d_0 V(s_1)``, one-step TD
     (MEMB eq. 6). This is ``discounted_returns(r_t, gamma * discount_t, v_h)``.
 
+    Soft (``entropy_t[k] = -alpha log pi(a_k|s_k)``): the soft Q and V of
+    S2VG eq. 4-5 (MEMB eq. 5-6) satisfy ``Q(s_t, a_t) = r_t + gamma E V(s_{t+1})``
+    and ``V(s_{t+1}) = E[Q(s_{t+1}, a_{t+1}) - alpha log pi(a_{t+1}|s_{t+1})]``.
+    Unrolling ``Q`` along the trajectory ``H - t - 1`` times and stopping at
+    ``V(s_H)`` gives::
+
+        G_t = r_t + sum_{k=t+1}^{H-1} gamma^{k-t} (r_k - alpha log pi(a_k|s_k))
+              + gamma^{H-t} V(s_H)
+
+    i.e. every *later* step's reward carries its entropy bonus; the first
+    action ``a_t`` is Q's argument, so its own bonus is not in ``G_t``
+    (``entropy_t[0]`` is never used). Backwards: ``S_H = V(s_H)``, ``S_k =
+    r_k + e_k + gamma d_k S_{k+1}`` (a soft value estimate of ``s_k``), and
+    ``G_t = r_t + gamma d_t S_{t+1}``. The plain form is this with ``e = 0``;
+    it differs from the soft one by ``sum_{k>t} gamma^{k-t} e_k``, about
+    ``alpha`` times the discounted policy entropies of the later states,
+    while its bootstrap ``V(s_H)`` is soft. The two agree for ``H = 1``.
+
     Args:
       r_t: ``[H]`` rewards ``r_0 .. r_{H-1}``.
       discount_t: ``[H]`` continuation flags ``d_0 .. d_{H-1}`` (gamma not
         included).
       v_h: ``[]`` the value of the last state ``V(s_H)``.
       gamma: discount factor.
+      entropy_t: ``[H]`` soft bonuses ``e_k = -alpha log pi(a_k|s_k)`` of the
+        trajectory's actions, or None for eq. 7 as printed.
 
     Returns:
       ``[H]`` targets ``G_0 .. G_{H-1}``.
     """
     chex.assert_rank([r_t, discount_t, v_h], [1, 1, 0])
     chex.assert_equal_shape([r_t, discount_t])
-    return discounted_returns(r_t, gamma * discount_t, v_h)
+    if entropy_t is None:
+        return discounted_returns(r_t, gamma * discount_t, v_h)
+    chex.assert_equal_shape([r_t, entropy_t])
+    soft_values = discounted_returns(r_t + entropy_t, gamma * discount_t, v_h)  # S_0 .. S_{H-1}
+    next_values = jnp.concatenate([soft_values[1:], jnp.reshape(v_h, (1,))])  # S_1 .. S_H
+    return r_t + gamma * discount_t * next_values
 
 
 def value_expansion_candidates(r_t: jax.Array, discount_t: jax.Array, v_t: jax.Array) -> jax.Array:

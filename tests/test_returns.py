@@ -237,6 +237,37 @@ def test_value_expansion_targets_match_numpy(horizon):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("horizon", [1, 2, 5])
+def test_soft_value_expansion_targets_match_numpy(horizon):
+    """G_t = r_t + sum_{k=t+1}^{H-1} gamma^{k-t} (r_k + e_k) + gamma^{H-t} V(s_H),
+    every term after step t cut by a terminal d; e_t of the first step left out."""
+    rng = np.random.default_rng(10 + horizon)
+    r = rng.normal(size=horizon).astype(np.float32)
+    e = rng.normal(size=horizon).astype(np.float32) + 3.0  # -alpha log pi, large
+    d = np.ones(horizon, np.float32)
+    if horizon == 5:
+        d[2] = 0.0
+    v_h, gamma = -0.8, 0.9
+    want = []
+    for t in range(horizon):
+        g, disc = r[t], gamma * d[t]
+        for k in range(t + 1, horizon):
+            g += disc * (r[k] + e[k])
+            disc *= gamma * d[k]
+        want.append(g + disc * v_h)
+    got = returns.value_expansion_targets(
+        jnp.asarray(r), jnp.asarray(d), jnp.asarray(v_h), gamma, jnp.asarray(e)
+    )
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    plain = returns.value_expansion_targets(jnp.asarray(r), jnp.asarray(d), jnp.asarray(v_h), gamma)
+    if horizon == 1:  # nothing imagined after the real step: soft = plain
+        np.testing.assert_allclose(np.asarray(got), np.asarray(plain), rtol=1e-6)
+    else:  # G_{H-2} differs by gamma e_{H-1} (d_{H-2} = 1 in every case here)
+        np.testing.assert_allclose(
+            float(got[-2] - plain[-2]), gamma * e[-1], rtol=1e-5
+        )
+
+
 def test_value_expansion_candidates_match_numpy():
     horizon = 4
     r, c, v = _random(horizon + 1, 8, terminal_at=3)

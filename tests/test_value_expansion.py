@@ -93,7 +93,7 @@ def test_critic_loss_with_horizon_one_is_td_on_the_real_transition():
 
 
 def test_critic_loss_with_horizon_two_uses_the_imagined_step():
-    learner = _learner(horizon=2)
+    learner = _learner(horizon=2, soft_expansion=False)  # eq. 7 as printed
     batch = _batch()
     key = jax.random.PRNGKey(1)
     loss, _ = core.critic_loss(learner.critic, learner, batch, key)
@@ -117,6 +117,122 @@ def test_critic_loss_with_horizon_two_uses_the_imagined_step():
         la = core.critic_loss(a.critic, a, batch, key)[0]
         lb = core.critic_loss(b.critic, b, batch, key)[0]
         assert bool(jnp.abs(la - lb) > 1e-6) == changes
+
+
+def _linear_mlp(weight, bias, width=8):
+    """``Dense_0``/``Dense_1`` parameters of a one-hidden-layer ReLU MLP that
+    computes ``x @ weight + bias`` exactly (``relu(x) - relu(-x) = x``)."""
+    n_in, n_out = weight.shape
+    k0 = np.zeros((n_in, width), np.float32)
+    k0[:, :n_in], k0[:, n_in : 2 * n_in] = np.eye(n_in), -np.eye(n_in)
+    k1 = np.zeros((width, n_out), np.float32)
+    k1[:n_in], k1[n_in : 2 * n_in] = weight, -weight
+    return {
+        "Dense_0": {"kernel": k0, "bias": np.zeros(width, np.float32)},
+        "Dense_1": {"kernel": k1, "bias": np.asarray(bias, np.float32)},
+    }
+
+
+def _linear_learner(soft, horizon=2):
+    """Every network linear: policy ``tanh(N(s K + m, sigma^2))`` with a fixed
+    sigma, model ``s' = [s, a] F + f`` and ``r = [s, a] c + c0`` (sigma about
+    2e-9), ``V_bar(s) = s v + v0``, ``Q_i = [s, a] w_i + b_i``."""
+    rng = np.random.default_rng(0)
+    p = dict(
+        K=rng.normal(size=(3, 1)) * 0.5,
+        m=np.array([0.2]),
+        raw=0.0,  # log sigma = -5 + 7 (tanh(raw) + 1) / 2 = -1.5
+        F=rng.normal(size=(4, 3)) * 0.5,
+        f=rng.normal(size=3),
+        c=rng.normal(size=(4, 1)),
+        c0=np.array([0.3]),
+        v=rng.normal(size=(3, 1)),
+        v0=np.array([-0.4]),
+        w=[rng.normal(size=(4, 1)) for _ in range(2)],
+        b=[np.array([0.1]), np.array([-0.2])],
+    )
+    p["log_std"] = -5.0 + 7.0 * (np.tanh(p["raw"]) + 1.0) / 2.0
+    zeros = np.zeros
+    learner = _learner(horizon=horizon, soft_expansion=soft)
+    flat = -1e3  # tanh(-1e3) = -1: the model's log-sigma at its bound -20
+    learner = learner.replace(
+        policy={
+            "params": {
+                "MLP_0": _linear_mlp(
+                    np.concatenate([p["K"], zeros((3, 1))], 1), [p["m"][0], p["raw"]]
+                )
+            }
+        },
+        model={
+            "dynamics": {
+                "params": {
+                    "MLP_0": _linear_mlp(
+                        np.concatenate([p["F"], zeros((4, 3))], 1),
+                        np.concatenate([p["f"], [flat] * 3]),
+                    )
+                }
+            },
+            "reward": {
+                "params": {
+                    "MLP_0": _linear_mlp(
+                        np.concatenate([p["c"], zeros((4, 1))], 1), [p["c0"][0], flat]
+                    )
+                }
+            },
+        },
+        target_value={"params": {"MLP_0": _linear_mlp(p["v"], p["v0"])}},
+        critic={"params": {f"MLP_{i}": _linear_mlp(p["w"][i], p["b"][i]) for i in range(2)}},
+    )
+    return learner, p
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_critic_loss_with_horizon_two_by_hand(soft):
+    """S2VG eq. 7 with H = 2, both steps written out in NumPy (linear model,
+    fixed policy). Soft: G_0 = r_0 + gamma d_0 (r_1 - alpha log pi(a_1|s_1)
+    + gamma V_bar(s_2)); literal eq. 7: the same without the log pi term."""
+    alpha, gamma = 0.3, 0.9
+    learner, p = _linear_learner(soft)
+    batch = _batch()
+    key = jax.random.PRNGKey(1)
+    loss, _ = core.critic_loss(learner.critic, learner, batch, key)
+
+    # The policy noise of the one imagined step: imagine scans over
+    # split(key, H - 1) and splits each into (policy, model) keys.
+    k_pi = jax.random.split(jax.random.split(key, 1)[0])[0]
+    eta = np.asarray(jax.random.normal(k_pi, (4, 1)), np.float64)
+    s0, a0, r0, d0, s1 = (np.asarray(x, np.float64) for x in batch)
+    sigma = np.exp(p["log_std"])
+    u1 = s1 @ p["K"] + p["m"] + sigma * eta
+    a1 = np.tanh(u1)
+    log_pi1 = np.sum(
+        -0.5 * eta**2 - np.log(sigma) - 0.5 * np.log(2 * np.pi) - np.log(1 - a1**2), axis=-1
+    )
+    x1 = np.concatenate([s1, a1], -1)
+    r1 = (x1 @ p["c"] + p["c0"])[:, 0]
+    s2 = x1 @ p["F"] + p["f"]
+    g1 = r1 + gamma * (s2 @ p["v"] + p["v0"])[:, 0]
+    bonus = -alpha * log_pi1 if soft else 0.0
+    g0 = r0 + gamma * d0 * (g1 + bonus)
+    x0 = np.concatenate([s0, a0], -1)
+    sq0 = sum(0.5 * ((x0 @ p["w"][i] + p["b"][i])[:, 0] - g0) ** 2 for i in range(2))
+    sq1 = sum(0.5 * ((x1 @ p["w"][i] + p["b"][i])[:, 0] - g1) ** 2 for i in range(2))
+    want = np.mean((sq0 + d0 * sq1) / 2)  # nothing imagined after a terminal
+    np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+    # The entropy term matters here: the soft and literal losses differ.
+    other = _linear_learner(not soft)[0]
+    assert abs(float(core.critic_loss(other.critic, other, batch, key)[0]) - want) > 1e-2
+
+
+def test_soft_and_literal_expansion_agree_for_horizon_one():
+    batch, key = _batch(), jax.random.PRNGKey(1)
+    soft, _ = _linear_learner(True, horizon=1)
+    literal, _ = _linear_learner(False, horizon=1)
+    np.testing.assert_allclose(
+        core.critic_loss(soft.critic, soft, batch, key)[0],
+        core.critic_loss(literal.critic, literal, batch, key)[0],
+        rtol=1e-6,
+    )
 
 
 def test_value_loss_regresses_on_min_q_minus_alpha_log_pi():

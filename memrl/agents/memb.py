@@ -13,7 +13,8 @@ through the model from the real ``s_0`` (Algorithm 1 step 3; Theorem 2's
 released code does (its policy loss is evaluated on the sampled batch); the
 default ``k = 2`` adds one imagined state per real one, as the paper's
 Algorithm 1 describes. Ablations by flag (``memrl.agents.value_gradient``):
-``horizon`` (value expansion, App. B.1 Fig. 2b-c), ``alpha = 0`` with
+``horizon`` (value expansion, App. B.1 Fig. 2b-c; soft targets unless
+``soft_expansion=False``), ``alpha = 0`` with
 ``exploration_noise`` (App. B.1 Fig. 2a), ``true_model`` (App. B.3 Fig. 4,
 pendulum), ``updates_per_step`` (m, Sec. 4); the model error over training
 (App. B.2) is logged by ``periodic``.

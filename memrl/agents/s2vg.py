@@ -35,7 +35,9 @@ class Config(core.Config):
 
     Attributes:
       horizon: ``H`` of the value expansion for Q (eq. 7); 1 in the paper's
-        main results, 2 and 5 in its ablation (Fig. 2).
+        main results, 2 and 5 in its ablation (Fig. 2). With ``H >= 2`` the
+        targets are soft (each imagined step's ``-alpha log pi`` included)
+        unless ``soft_expansion=False`` (eq. 7 as printed).
     """
 
     PAPER_ENVS: ClassVar[tuple[str, ...]] = (

@@ -106,6 +106,13 @@ class Config:
         (Algorithm 1 step 3, Table 2 "Train actor-critic times").
       horizon: ``H`` of the value expansion for Q (S2VG eq. 7; 1 = real
         one-step TD, the papers' choice; 2 and 5 are their ablations).
+      soft_expansion: with ``H >= 2``, the Q targets add the entropy bonus
+        ``-alpha gamma^k log pi(a_k|s_k)`` of each imagined step, as the soft
+        Q and V (eq. 4-5) that the bootstrap ``V_psi_bar`` and the V target
+        (eq. 8) follow require; False gives eq. 7 as printed (rewards only).
+        The two differ by about ``alpha`` times the discounted entropies of
+        the imagined states (derivation in
+        ``memrl.returns.value_expansion_targets``); equal for ``H = 1``.
       exploration_noise: std of Gaussian noise added to sampled actions in
         ``act`` (MEMB App. B.1: with ``alpha = 0`` "we add the noise in policy
         for the exploration"); 0 = none.
@@ -141,6 +148,7 @@ class Config:
     buffer_size: int = 1_000_000
     updates_per_step: int = 5
     horizon: int = 1
+    soft_expansion: bool = True
     exploration_noise: float = 0.0
     true_model: bool = False
     env_name: str = ""

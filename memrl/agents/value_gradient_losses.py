@@ -34,13 +34,30 @@ def critic_loss(
 
     ``w_t = prod_{k<t} d_k`` drops the imagined steps after a real terminal
     transition. With ``H = 1`` this is MEMB eq. 6 with ``V_psi_bar``.
+
+    Targets (``memrl.returns.value_expansion_targets``): with
+    ``config.soft_expansion`` (default) the soft ones,
+
+        G_t = r_t + sum_{k=t+1}^{H-1} gamma^{k-t} (r_k - alpha log pi(a_k|s_k))
+              + gamma^{H-t} V_psi_bar(s_H),
+
+    which unroll the soft Bellman equations (eq. 4-5) that ``V_psi_bar`` and
+    the V target (eq. 8) follow; without it, eq. 7 as printed (no entropy
+    terms), whose targets then sit about ``alpha sum_{k>t} gamma^{k-t}
+    H(pi(.|s_k))`` below the soft Q for ``H >= 2``. Both are one-step TD for
+    ``H = 1``.
     """
     config = learner.config
     nets = learner.nets
     traj = expanded_trajectory(learner, batch, key)
     v_last = nets.value.apply(learner.target_value, traj.obs[-1])
-    targets = jax.vmap(returns.value_expansion_targets, in_axes=(1, 1, 0, None), out_axes=1)(
-        traj.reward, traj.discount, v_last, config.gamma
+    entropy = -config.alpha * traj.log_prob if config.soft_expansion else None
+
+    def targets_fn(r_t, discount_t, v_h, entropy_t):
+        return returns.value_expansion_targets(r_t, discount_t, v_h, config.gamma, entropy_t)
+
+    targets = jax.vmap(targets_fn, in_axes=(1, 1, 0, 1), out_axes=1)(
+        traj.reward, traj.discount, v_last, entropy
     )
     targets = jax.lax.stop_gradient(targets)
     alive = jnp.cumprod(

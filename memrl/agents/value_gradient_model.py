@@ -129,12 +129,16 @@ class Trajectory(NamedTuple):
       action: ``[L, B, A]``.
       reward: ``[L, B]``.
       discount: ``[L, B]`` (0 after a terminal transition).
+      log_prob: ``[L, B]`` ``log pi(a_k|s_k)`` of the policy's actions (0 for
+        the real first action of ``expanded_trajectory``, whose entropy no
+        target uses).
     """
 
     obs: jax.Array
     action: jax.Array
     reward: jax.Array
     discount: jax.Array
+    log_prob: jax.Array
 
 
 def imagine(learner: Learner, obs: jax.Array, key: jax.Array, length: int) -> Trajectory:
@@ -151,21 +155,25 @@ def imagine(learner: Learner, obs: jax.Array, key: jax.Array, length: int) -> Tr
             action=jnp.zeros((0, b, learner.action_size), obs.dtype),
             reward=jnp.zeros((0, b), obs.dtype),
             discount=jnp.zeros((0, b), obs.dtype),
+            log_prob=jnp.zeros((0, b), obs.dtype),
         )
     pi = learner.nets.policy
 
     def body(s, k):
         k_pi, k_model = jax.random.split(k)
-        a, _ = policy_lib.sample_and_log_prob(pi.apply(learner.policy, s), k_pi)
+        a, log_prob = policy_lib.sample_and_log_prob(pi.apply(learner.policy, s), k_pi)
         s_next, r = model_step(learner, k_model)(s, a)
-        return s_next, (s, a, r)
+        return s_next, (s, a, r, log_prob)
 
-    last, (states, actions, rewards) = jax.lax.scan(body, obs, jax.random.split(key, length))
+    last, (states, actions, rewards, log_probs) = jax.lax.scan(
+        body, obs, jax.random.split(key, length)
+    )
     traj = Trajectory(
         obs=jnp.concatenate([states, last[None]], axis=0),
         action=actions,
         reward=rewards,
         discount=jnp.ones_like(rewards),
+        log_prob=log_probs,
     )
     return jax.tree_util.tree_map(jax.lax.stop_gradient, traj)
 
@@ -182,6 +190,7 @@ def expanded_trajectory(learner: Learner, batch: Transition, key: jax.Array) -> 
         action=jnp.concatenate([batch.action[None], cont.action], axis=0),
         reward=jnp.concatenate([batch.reward[None], cont.reward], axis=0),
         discount=jnp.concatenate([batch.discount[None], cont.discount], axis=0),
+        log_prob=jnp.concatenate([jnp.zeros_like(batch.reward)[None], cont.log_prob], axis=0),
     )
 
 
