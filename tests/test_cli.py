@@ -111,7 +111,7 @@ def test_model_based_scripts_end_to_end(tmp_path, module, extra, rollouts):
     assert int(last["env_steps"]) == 300
     assert int(last["policy_updates"]) == 2 * 200  # G x steps past the warm-up
     assert int(last["model_rollouts"]) == rollouts
-    for column in ("model/val_mse", "model/mse_1", "model/w1_k", "loss/critic"):
+    for column in ("model/val_mse", "model/mse_1", "model/marginal_w1_k", "loss/critic"):
         assert float(last[column]) >= 0.0
 
 

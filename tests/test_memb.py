@@ -123,6 +123,9 @@ def test_table_2_settings():
 def test_script_end_to_end(tmp_path):
     rows = run_script("experiments.memb", str(tmp_path / "run"), "--config.rollout_length=3")
     assert float(rows[-1]["policy_updates"]) == 2 * 200
+    # MEMB App. B.2: the held-out per-pair model error is logged.
+    for column in ("model/heldout_pair_w1", "model/heldout_reward_w1"):
+        assert float(rows[-1][column]) > 0
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from memrl.agents import s2vg
 from memrl.agents import value_gradient as core
@@ -165,6 +166,18 @@ def test_m_updates_per_step_and_model_alone_during_warmup():
         assert not _same(first.learner.model, state.learner.model)
         assert _same(first.learner.policy, state.learner.policy)
         assert _same(first.learner.critic, state.learner.critic)
+        # MEMB App. B.2 held out: W1 between the pre-update model's Gaussian
+        # and the arriving transition's s' (a point mass), as a folded normal.
+        t = _transition(0)
+        dyn, rew = core.model_outputs(state.learner, t.obs, t.action)
+        for key, mean, log_std, target in [
+            ("model/heldout_pair_w1", dyn.mean, dyn.log_std, t.next_obs),
+            ("model/heldout_reward_w1", rew.mean[:, 0], rew.log_std[:, 0], t.reward),
+        ]:
+            gap = np.abs(np.asarray(mean - target, np.float64))
+            sd = np.exp(np.asarray(log_std, np.float64))
+            want = np.mean(stats.foldnorm.mean(gap / sd, scale=sd))
+            np.testing.assert_allclose(float(metrics[key]), want, rtol=1e-4)
         after, metrics = step(first, _transition(1), jax.random.PRNGKey(2), jnp.int32(5))
         counts[m] = int(metrics["count/policy_updates"])
         assert all(bool(jnp.isfinite(v)) for v in metrics.values())
@@ -238,7 +251,8 @@ def run_script(module, logdir, *extra):
 def test_script_end_to_end(tmp_path):
     rows = run_script("experiments.s2vg", str(tmp_path / "run"), "--config.horizon=2")
     assert float(rows[-1]["policy_updates"]) == 2 * 200
-    assert "model/mse_1" in rows[-1] and np.isfinite(float(rows[-1]["model/mse_1"]))
+    for column in ("model/mse_1", "model/pair_w1_k", "model/heldout_pair_w1"):
+        assert column in rows[-1] and np.isfinite(float(rows[-1][column]))
 
 
 @pytest.mark.slow

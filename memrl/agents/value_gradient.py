@@ -81,6 +81,7 @@ from memrl.agents.value_gradient_losses import (
 from memrl.agents.value_gradient_model import (
     Trajectory,
     expanded_trajectory,
+    heldout_model_error,
     imagine,
     learned_step,
     model_error_metrics,
@@ -118,6 +119,7 @@ __all__ = [
     "actor_critic_update",
     "critic_loss",
     "expanded_trajectory",
+    "heldout_model_error",
     "imagine",
     "init_learner",
     "init_state",
@@ -332,7 +334,9 @@ def learn_step(
 ) -> tuple[AgentState, dict]:
     """Algorithm 1 for one environment step: store ``record`` (leading axis
     ``num_envs``), one model step on a real batch, then ``m`` calls of
-    ``update`` on fresh real batches once ``step >= warmup_steps``.
+    ``update`` on fresh real batches once ``step >= warmup_steps``. Before the
+    model step, the model's error on the arriving transitions, which it has
+    not been trained on, is logged (``heldout_model_error``, MEMB App. B.2).
 
     Args:
       state: agent state.
@@ -343,6 +347,7 @@ def learn_step(
       transitions: extracts the ``Transition`` from a batch of records.
     """
     config = state.learner.config
+    heldout = heldout_model_error(state.learner, transitions(record))
     buffer = buffer_lib.add(state.buffer, record)
     k_batch, k_model, k_updates = jax.random.split(key, 3)
     model_batch = transitions(buffer_lib.sample(buffer, k_batch, config.batch_size))
@@ -355,7 +360,7 @@ def learn_step(
         config.updates_per_step,
         step >= config.warmup_steps,
     )
-    return AgentState(learner=learner, buffer=buffer), {**model_metrics, **metrics}
+    return AgentState(learner=learner, buffer=buffer), {**model_metrics, **heldout, **metrics}
 
 
 def periodic(
@@ -365,8 +370,11 @@ def periodic(
     transitions: Callable[[Any], Transition] = lambda r: r,
 ) -> tuple[AgentState, dict]:
     """Model error over training (MEMB App. B.2) on the last ``periodic_every``
-    real transitions. They are not held out: the model takes one step per
-    env step on uniform batches, so each was seen a few times at most."""
+    real transitions: one- and k-step, per pair and pooled
+    (``memrl.diagnostics.model_error``). They are not held out: the model
+    takes one step per env step on uniform batches, so each was seen a few
+    times at most; the held-out one-step error is ``learn_step``'s
+    ``model/heldout_*``."""
     del step
     config = state.learner.config
     horizon = config.model_error_horizon

@@ -194,6 +194,33 @@ def expanded_trajectory(learner: Learner, batch: Transition, key: jax.Array) -> 
     )
 
 
+def heldout_model_error(learner: Learner, batch: Transition) -> dict[str, jax.Array]:
+    """MEMB App. B.2's model error on transitions the model was not trained on:
+    ``E |s_hat' - s'|`` and ``E |r_hat - r|`` per pair (and per dimension).
+
+    For a deterministic environment (pendulum, the MuJoCo tasks) this is the
+    Wasserstein-1 distance between the true ``p(s'|s, a)``, a point mass at
+    the observed ``s'``, and the model's ``N(mu, sigma^2)``, computed exactly
+    (``model_error.gaussian_w1_to_point``), not sampled. ``learn_step`` calls
+    it on each arriving transition with the parameters before the model step
+    that could first train on it, so every evaluated pair is held out.
+
+    Args:
+      learner: the model's parameters.
+      batch: transitions, leaves ``[N, ...]``.
+
+    Returns:
+      ``model/heldout_pair_w1`` and ``model/heldout_reward_w1`` (means).
+    """
+    dyn, rew = model_outputs(learner, batch.obs, batch.action)
+    mean = dyn.mean + batch.obs if learner.config.model_predicts_delta else dyn.mean
+    w1 = model_error.gaussian_w1_to_point(mean, jnp.exp(dyn.log_std), batch.next_obs)
+    reward_w1 = model_error.gaussian_w1_to_point(
+        rew.mean[..., 0], jnp.exp(rew.log_std[..., 0]), batch.reward
+    )
+    return {"model/heldout_pair_w1": jnp.mean(w1), "model/heldout_reward_w1": jnp.mean(reward_w1)}
+
+
 def model_error_metrics(
     learner: Learner, window: Transition, key: jax.Array, horizon: int
 ) -> dict[str, jax.Array]:

@@ -11,10 +11,23 @@ transitions:
   windows that cross an episode end (a terminal transition, or an automatic
   reset where ``next_obs[j] != obs[j+1]``) are left out.
 
-Errors: mean squared error, and the Wasserstein-1 distance between the
-predicted and the true next-state distributions over the evaluated windows,
-per state dimension (for equal-size 1-D samples, ``W1 = mean |sort(x) -
-sort(y)|``), both averaged over dimensions.
+Errors, each averaged over state dimensions:
+
+* ``mse``: mean squared error of the prediction;
+* ``pair_w1``: ``E |s_hat' - s'|`` over the evaluated pairs, the quantity
+  MEMB App. B.2 plots. For a deterministic environment the true
+  ``p(s'|s, a)`` is a point mass, and the Wasserstein-1 distance between a
+  point mass at ``s'`` and the model's ``p_hat(s'|s, a)`` is ``E_{s_hat' ~
+  p_hat} d(s_hat', s')`` (the only coupling with a point mass is the
+  product). With a sampled prediction this is a one-sample estimate of it
+  per pair; ``gaussian_w1_to_point`` gives it exactly for a Gaussian model.
+  Per dimension, i.e. the L1 ground metric divided by the dimension.
+* ``marginal_w1``: the Wasserstein-1 distance between the *pooled* predicted
+  and true next states of all evaluated pairs, per dimension (for
+  equal-size 1-D samples, ``W1 = mean |sort(x) - sort(y)|``). It compares
+  marginals only: a model that predicts the right next states for the wrong
+  ``(s, a)`` pairs scores 0. It is a lower bound of ``pair_w1`` (pairing the
+  rows is one coupling of the two samples).
 
 The held-out data are the transitions gathered since the last model fit:
 ``recent(buffer, n)`` returns them in the order they were stored.
@@ -26,6 +39,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.stats import norm
 
 from memrl.replay import buffer as buffer_lib
 from memrl.types import Transition
@@ -40,7 +54,8 @@ def recent(state: buffer_lib.BufferState, length: int) -> Transition:
 
 
 def wasserstein1(x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
-    """Per-dimension W1 between the rows of ``x`` and ``y`` [N, D] where ``mask``.
+    """Per-dimension W1 between the rows of ``x`` and ``y`` [N, D] where ``mask``,
+    each taken as a sample of a distribution (the ``marginal_w1`` metrics).
 
     Both samples hold the same rows (``mask`` is shared), so the 1-D W1 is the
     mean absolute difference of their sorted values.
@@ -55,10 +70,38 @@ def wasserstein1(x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(diff, axis=0) / jnp.maximum(n, 1)
 
 
-def _errors(pred: jax.Array, true: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def pair_w1(pred: jax.Array, true: jax.Array, mask: jax.Array) -> jax.Array:
+    """``mean_{rows where mask} mean_d |pred - true|``: the per-pair W1 between
+    a sampled prediction and a deterministic truth (one sample per pair).
+
+    Args:
+      pred, true: ``[N, D]``.
+      mask: ``[N]`` bool, the rows to average.
+    """
+    n = jnp.maximum(jnp.sum(mask), 1)
+    return jnp.sum(jnp.where(mask[:, None], jnp.abs(pred - true), 0.0)) / (n * pred.shape[-1])
+
+
+def gaussian_w1_to_point(mean: jax.Array, std: jax.Array, point: jax.Array) -> jax.Array:
+    """Per-dimension W1 between ``N(mean, std^2)`` and a point mass at
+    ``point``: ``E|X - point|`` with ``X ~ N(mean, std^2)``, the mean of a
+    folded normal. With ``m = mean - point``::
+
+        E|X - point| = std sqrt(2 / pi) exp(-m^2 / (2 std^2)) + m (1 - 2 Phi(-m / std))
+
+    Elementwise over any shape (``std > 0``).
+    """
+    m = mean - point
+    z = m / std
+    return std * jnp.sqrt(2.0 / jnp.pi) * jnp.exp(-0.5 * z**2) + m * (1.0 - 2.0 * norm.cdf(-z))
+
+
+def _errors(
+    pred: jax.Array, true: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     n = jnp.maximum(jnp.sum(mask), 1)
     mse = jnp.sum(jnp.where(mask[:, None], (pred - true) ** 2, 0.0)) / (n * pred.shape[-1])
-    return mse, jnp.mean(wasserstein1(pred, true, mask))
+    return mse, pair_w1(pred, true, mask), jnp.mean(wasserstein1(pred, true, mask))
 
 
 def contiguous(window: Transition) -> jax.Array:
@@ -80,14 +123,15 @@ def prediction_error(
       horizon: ``k >= 1``; windows of ``k`` steps start at ``0 .. L - k``.
 
     Returns:
-      ``model/mse_1``, ``model/w1_1``, ``model/mse_k``, ``model/w1_k``.
+      ``model/mse_{1,k}``, ``model/pair_w1_{1,k}`` and
+      ``model/marginal_w1_{1,k}`` (see the module docstring).
     """
     length = window.obs.shape[0]
     if not 1 <= horizon <= length:
         raise ValueError(f"horizon must be in [1, {length}], got {horizon}")
     k1, kk = jax.random.split(key)
     one = step_fn(window.obs, window.action, k1)
-    mse1, w1 = _errors(one, window.next_obs, jnp.ones((length,), bool))
+    mse1, pair1, marginal1 = _errors(one, window.next_obs, jnp.ones((length,), bool))
 
     starts = length - horizon + 1
     links = jnp.concatenate([contiguous(window), jnp.zeros((1,), bool)])
@@ -98,5 +142,12 @@ def prediction_error(
     obs = window.obs[:starts]
     for j, k in enumerate(jax.random.split(kk, horizon)):
         obs = step_fn(obs, window.action[j : j + starts], k)
-    msek, wk = _errors(obs, window.next_obs[horizon - 1 : horizon - 1 + starts], ok)
-    return {"model/mse_1": mse1, "model/w1_1": w1, "model/mse_k": msek, "model/w1_k": wk}
+    msek, pairk, marginalk = _errors(obs, window.next_obs[horizon - 1 : horizon - 1 + starts], ok)
+    return {
+        "model/mse_1": mse1,
+        "model/pair_w1_1": pair1,
+        "model/marginal_w1_1": marginal1,
+        "model/mse_k": msek,
+        "model/pair_w1_k": pairk,
+        "model/marginal_w1_k": marginalk,
+    }
