@@ -19,10 +19,24 @@ differentiated). V is learned by importance-weighted TD(0) with a target V::
 
     J(psi) = mean 1/2 w (V_psi(s) - [r - alpha log pi_theta(a|s) + gamma d V_psi_bar(s')])^2
 
-No Q function. The behaviour density is recorded when a transition is
-stored: the runner calls ``train_step`` with the parameters that chose the
-action, so ``log pi_theta(a|s)`` is recomputed there (uniform ``2^-A``
-during the warm-up; ``exploration_noise`` is not part of it).
+No Q function.
+
+Exploration (Heess et al.'s Algorithm "SVG(1)-ER": "apply control ``a =
+pi(s, eta; theta)``, ``eta ~ rho(eta)``", with the weight ``w = p(a_k|s_k;
+theta_t) / p(a_k|s_k; theta_k)``): the agent acts with its stochastic policy
+itself, and the noise of that policy is what explores. By default the policy
+noise is fixed, ``a = tanh(mu_theta(s) + policy_std eta)`` (the network's own
+log-std output is unused): with SVG's ``alpha = 0`` a learned std has no
+reason to stay wide and collapses to its floor (-5), and the agent stops
+exploring. ``policy_std = 0`` uses the network's learned std instead (then
+give ``alpha > 0``). ``exploration_noise`` (noise added after the tanh and
+clipped, MEMB App. B.1) is refused: its density is not the policy's, and
+the importance weights need the density of the action actually taken.
+
+The behaviour density is recorded when a transition is stored: the runner
+calls ``train_step`` with the parameters that chose the action, so ``log
+pi_theta_k(a|s)`` of the stored action is computed there from the same
+distribution ``act`` sampled (the uniform warm-up actions: ``-A log 2``).
 
 The dynamics and reward models, V, the policy, ``soft_value_estimate`` and
 the schedule (one model step, ``m`` updates per env step) are the ones of
@@ -33,6 +47,7 @@ No ``from __future__ import annotations``: ml_collections reads Config types.
 """
 
 import dataclasses
+import math
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -47,7 +62,6 @@ from memrl.types import Transition
 
 AgentState = core.AgentState
 Learner = core.Learner
-act = core.act
 
 # Actions are clipped this far inside (-1, 1) before atanh.
 _ACTION_EPS = 1e-6
@@ -63,6 +77,9 @@ class Config(core.Config):
       updates_per_step: policy and value updates per env step (1).
       max_importance_weight: truncation of ``pi_theta / pi_behaviour`` (our
         choice; truncation keeps replayed transitions from dominating).
+      policy_std: fixed std of the pre-tanh Gaussian policy, its exploration
+        noise (Heess et al. act with their stochastic policy; the value 0.3 is
+        our choice); 0 = the network's learned std.
     """
 
     PAPER_ENVS: ClassVar[tuple[str, ...]] = core.Config.PAPER_ENVS
@@ -70,6 +87,7 @@ class Config(core.Config):
     alpha: float = 0.0
     updates_per_step: int = 1
     max_importance_weight: float = 5.0
+    policy_std: float = 0.3
 
     @classmethod
     def for_env(cls, env_name: str) -> "Config":
@@ -92,10 +110,54 @@ class Record(NamedTuple):
     log_prob: jax.Array
 
 
+def validate(config: Config) -> None:
+    """Raises ValueError on settings SVG cannot run (``runner.build`` calls it)."""
+    core.validate(config)
+    if config.policy_std < 0:
+        raise ValueError(f"policy_std must be >= 0, got {config.policy_std}")
+    if config.exploration_noise:
+        raise ValueError(
+            "svg explores with its policy noise (policy_std); exploration_noise would make "
+            "the stored behaviour density differ from the actions taken"
+        )
+
+
 def init(key: jax.Array, env_spec: Any, config: Config) -> AgentState:
+    validate(config)
     transition = sac.example_transition(env_spec.observation_size, env_spec.action_size)
     example = Record(transition=transition, log_prob=jnp.zeros(()))
     return core.init_state(key, env_spec, config, example, with_critic=False)
+
+
+def policy_distribution(learner: Learner, policy: Any, obs: jax.Array) -> policy_lib.GaussianParams:
+    """The pre-tanh Gaussian of SVG's policy at ``obs``: the network's mean
+    and, when ``policy_std > 0``, the fixed std ``policy_std`` (else the
+    network's)."""
+    params = learner.nets.policy.apply(policy, obs)
+    if learner.config.policy_std > 0:
+        log_std = jnp.full_like(params.log_std, math.log(learner.config.policy_std))
+        params = params._replace(log_std=log_std)
+    return params
+
+
+def policy_fn(learner: Learner) -> core.PolicyFn:
+    """``(theta, s, eta) -> (a, log pi(a|s))``, ``a = tanh(mu + sigma eta)`` with
+    ``policy_distribution``'s sigma."""
+
+    def apply(policy, obs, eta):
+        return policy_lib.squash_with_log_prob(policy_distribution(learner, policy, obs), eta)
+
+    return apply
+
+
+def act(state: AgentState | Learner, obs: jax.Array, key: jax.Array, deterministic: bool = False):
+    """``a ~ pi_theta(.|s)`` (``policy_distribution``; its noise explores), or
+    ``tanh(mean)`` when ``deterministic``."""
+    learner = state.learner if isinstance(state, AgentState) else state
+    params = policy_distribution(learner, learner.policy, obs)
+    if deterministic:
+        return policy_lib.mode(params)
+    return policy_lib.sample_and_log_prob(params, key)[0]
 
 
 def infer_policy_noise(params: policy_lib.GaussianParams, action: jax.Array) -> jax.Array:
@@ -106,7 +168,7 @@ def infer_policy_noise(params: policy_lib.GaussianParams, action: jax.Array) -> 
 
 def log_prob(learner: Learner, obs: jax.Array, action: jax.Array) -> jax.Array:
     """``log pi_theta(a|s)`` of given actions ``[B, A]`` under the current policy."""
-    params = learner.nets.policy.apply(learner.policy, obs)
+    params = policy_distribution(learner, learner.policy, obs)
     return policy_lib.squash_with_log_prob(params, infer_policy_noise(params, action))[1]
 
 
@@ -149,13 +211,13 @@ def policy_loss(policy_params: Any, learner: Learner, batch: Record, weights: ja
     on the real transitions, noise inferred, plus ``alpha`` times entropy."""
     config = learner.config
     t = batch.transition
-    params = learner.nets.policy.apply(learner.policy, t.obs)
+    params = policy_distribution(learner, learner.policy, t.obs)
     eta = jax.lax.stop_gradient(infer_policy_noise(params, t.action))
     estimate, logp = core.soft_value_estimate(
         policy_params,
         t.obs,
         eta,
-        core.policy_fn(learner),
+        policy_fn(learner),
         inferred_step(learner, t),
         core.value_fn(learner),
         config.alpha,
@@ -163,7 +225,12 @@ def policy_loss(policy_params: Any, learner: Learner, batch: Record, weights: ja
         t.discount,
     )
     loss = -jnp.mean(weights * estimate)
-    return loss, {"loss/actor": loss, "policy/log_prob": jnp.mean(logp)}
+    metrics = {
+        "loss/actor": loss,
+        "policy/log_prob": jnp.mean(logp),
+        "policy/std": jnp.mean(jnp.exp(params.log_std)),  # pre-tanh; collapses if learned
+    }
+    return loss, metrics
 
 
 def update(learner: Learner, batch: Record, key: jax.Array) -> tuple[Learner, dict]:
