@@ -263,9 +263,7 @@ def test_soft_value_expansion_targets_match_numpy(horizon):
     if horizon == 1:  # nothing imagined after the real step: soft = plain
         np.testing.assert_allclose(np.asarray(got), np.asarray(plain), rtol=1e-6)
     else:  # G_{H-2} differs by gamma e_{H-1} (d_{H-2} = 1 in every case here)
-        np.testing.assert_allclose(
-            float(got[-2] - plain[-2]), gamma * e[-1], rtol=1e-5
-        )
+        np.testing.assert_allclose(float(got[-2] - plain[-2]), gamma * e[-1], rtol=1e-5)
 
 
 def test_value_expansion_candidates_match_numpy():
