@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,3 +131,210 @@ def test_default_run_lengths_are_the_papers():
     assert s2vg.Config.for_env("pendulum").run_length() == 50 * 1000
     assert memb.Config.for_env("reacher").run_length() == 50 * 50
     assert memb.Config.for_env("ant").run_length() is None
+
+
+# --eval_only: evaluates the newest checkpoint, writes eval.csv, touches nothing else.
+
+SAC_TINY = [
+    "--env=pendulum",
+    "--seed=5",
+    "--total_steps=200",
+    "--eval_every=100",
+    "--eval_episodes=2",
+    "--config.hidden_sizes=(16,16)",
+    "--config.batch_size=16",
+    "--config.warmup_steps=100",
+    "--noprogress",
+]
+
+MAAC_TINY = [
+    "--env=pendulum",
+    "--seed=2",
+    "--total_steps=100",
+    "--eval_every=100",
+    "--eval_episodes=2",
+    "--noprogress",
+    "--config.hidden_sizes=(8,)",
+    "--config.batch_size=8",
+    "--config.warmup_steps=50",
+    "--config.periodic_every=50",
+    "--config.updates_per_step=1",
+    "--config.rollout_batch_size=16",
+    "--config.model_members=2",
+    "--config.model_elites=2",
+    "--config.steve_members=2",
+    "--config.model_hidden_sizes=(8,)",
+    "--config.model_max_epochs=2",
+    "--config.buffer_size=400",
+    "--config.mpc_candidates=8",
+    "--config.mpc_horizon=2",
+    "--config.mpc_iterations=2",
+]
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _snapshot(logdir):
+    """Every file under ``logdir`` with its bytes' hash."""
+    import hashlib
+
+    out = {}
+    for root, _, files in os.walk(logdir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, logdir)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _one_line_error(result, expected):
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def _restored_return(agent, config, logdir, seed, episodes, step):
+    """Mean deterministic return of the checkpoint at ``step``, computed apart
+    from the runner's evaluation: the arrays restored by orbax, the raw pendulum
+    stepped in a Python loop (no wrappers, no scan), and the keys that
+    ``evaluate_checkpoint`` documents (``fold_in(PRNGKey(seed), step)``, split
+    into reset and per-step action keys)."""
+    import jax
+
+    from memrl import envs
+    from memrl.training import checkpoint, runner
+
+    run = runner.RunConfig(
+        env="pendulum", seed=seed, total_steps=step, eval_every=step, eval_episodes=episodes
+    )
+    trainer = runner.build(agent, config, run)
+    abstract = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=trainer.sharding),
+        jax.eval_shape(trainer.init, trainer.keys),
+    )
+    ckpt = checkpoint.Checkpointer(os.path.join(logdir, "checkpoints"))
+    state, saved_step, _ = ckpt.restore(abstract)
+    ckpt.close()
+    assert saved_step == step
+    agent_state = jax.tree_util.tree_map(lambda x: x[0], state.agent)  # the one seed
+    env = envs.make("pendulum")
+    k_reset, k_act = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), step))
+    env_state = jax.vmap(env.reset)(jax.random.split(k_reset, episodes))
+    act = jax.jit(lambda s, o, k: agent.act(s, o, k, deterministic=True))
+    env_step = jax.jit(jax.vmap(env.step))
+    total = np.zeros(episodes)
+    for k in jax.random.split(k_act, envs.spec("pendulum").episode_length):
+        env_state = env_step(env_state, act(agent_state, env_state.obs, k))
+        total += np.asarray(env_state.reward, np.float64)
+    return float(np.mean(total))
+
+
+def test_eval_only_evaluates_the_newest_checkpoint(tmp_path):
+    from memrl.agents import sac
+    from memrl.training import cli
+
+    logdir = tmp_path / "run"
+    trained = _script("experiments.sac", *SAC_TINY, f"--logdir={logdir}")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    before = _snapshot(logdir)
+    # The saved config is read back: no --config flags needed, other
+    # eval_episodes than in training.
+    result = _script(
+        "experiments.sac", "--eval_only", "--eval_episodes=3", f"--logdir={logdir}", "--noprogress"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "policy eval_return" in result.stdout
+    after = _snapshot(logdir)
+    assert after.pop("eval.csv") and after == before  # metrics.csv, checkpoints untouched
+    rows = _read_csv(logdir / "eval.csv")
+    assert [(r["env_steps"], r["seed"], r["controller"], r["eval_episodes"]) for r in rows] == [
+        ("200", "5", "policy", "3")
+    ]
+    config = cli.saved_config(
+        sac, "pendulum", "state", cli.logging_utils.read_settings(logdir)["config"]
+    )
+    assert config.hidden_sizes == (16, 16) and config.batch_size == 16
+    expected = _restored_return(sac, config, logdir, seed=5, episodes=3, step=200)
+    np.testing.assert_allclose(float(rows[0]["eval_return"]), expected, rtol=1e-4)
+    # By default with the run's eval_episodes: it reproduces metrics.csv's evaluation.
+    again = _script("experiments.sac", "--eval_only", f"--logdir={logdir}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows = _read_csv(logdir / "eval.csv")
+    assert len(rows) == 2  # appended
+    final = _read_csv(logdir / "metrics.csv")[-1]
+    np.testing.assert_allclose(
+        float(rows[1]["eval_return"]), float(final["eval_return"]), rtol=1e-6
+    )
+
+    # Errors: one line, nothing written.
+    _one_line_error(
+        _script("experiments.sac", "--eval_only", f"--logdir={tmp_path / 'none'}"),
+        f"no run to evaluate in {tmp_path / 'none'}",
+    )
+    assert not (tmp_path / "none").exists()
+    _one_line_error(
+        _script("experiments.sac", "--eval_only", f"--logdir={logdir}", "--config.batch_size=8"),
+        "--config.batch_size would change it",
+    )
+    _one_line_error(
+        _script("experiments.sac", "--eval_only", f"--logdir={logdir}", "--mpc"),
+        "--mpc: sac has no model-predictive control",
+    )
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(logdir, broken)
+    shutil.rmtree(broken / "checkpoints")
+    _one_line_error(
+        _script("experiments.sac", "--eval_only", f"--logdir={broken}"),
+        "no checkpoint to evaluate",
+    )
+    assert not (broken / "checkpoints").exists()
+    shutil.copytree(logdir / "checkpoints", broken / "checkpoints")
+    for root, _, files in os.walk(broken / "checkpoints"):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+    damaged = _snapshot(broken)
+    _one_line_error(
+        _script("experiments.sac", "--eval_only", f"--logdir={broken}"),
+        "cannot read the checkpoint",
+    )
+    assert _snapshot(broken) == damaged  # eval.csv not touched, nothing new
+
+
+def test_eval_only_mpc_gives_both_rows_of_maac_table_1(tmp_path):
+    """``--eval_only --mpc`` writes, per seed, the deterministic policy's return
+    and CEM MPC's, from one checkpoint and the same initial states."""
+    import dataclasses
+
+    from memrl.agents import maac
+    from memrl.training import cli
+
+    trained = _script("experiments.maac", *MAAC_TINY, f"--logdir={tmp_path}")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = _script("experiments.maac", "--eval_only", "--mpc", f"--logdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _read_csv(tmp_path / "eval.csv")
+    assert [(r["env_steps"], r["seed"], r["controller"]) for r in rows] == [
+        ("100", "2", "policy"),
+        ("100", "2", "mpc"),
+    ]
+    final = _read_csv(tmp_path / "metrics.csv")[-1]
+    np.testing.assert_allclose(
+        float(rows[0]["eval_return"]), float(final["eval_return"]), rtol=1e-6
+    )
+    saved = cli.saved_config(
+        maac, "pendulum", "state", cli.logging_utils.read_settings(tmp_path)["config"]
+    )
+    assert not saved.mpc and saved.mpc_candidates == 8
+    planned = _restored_return(
+        maac, dataclasses.replace(saved, mpc=True), tmp_path, seed=2, episodes=2, step=100
+    )
+    np.testing.assert_allclose(float(rows[1]["eval_return"]), planned, rtol=1e-4)
+    assert float(rows[1]["eval_return"]) != float(rows[0]["eval_return"])

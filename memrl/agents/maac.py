@@ -75,6 +75,8 @@ AgentState = mbpo.AgentState
 Learner = sac.Learner
 
 _LOCOMOTION = ("ant", "halfcheetah", "hopper", "walker2d", "humanoid", "swimmer")
+# Config fields that change evaluation only (``--eval_only`` may override them).
+EVALUATION_FIELDS = ("mpc", "mpc_candidates", "mpc_horizon", "mpc_iterations", "mpc_elite_fraction")
 
 
 @dataclasses.dataclass(unsafe_hash=True)

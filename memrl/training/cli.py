@@ -9,10 +9,26 @@ An experiment script is two lines::
         cli.run(sac, default_env="pendulum")
 
 Flags: ``--env --seed --num_seeds --total_steps --eval_every --eval_episodes
---logdir --resume --max_chunk --progress --obs --image_size`` (``--variant``
-for agents with ``VARIANTS``) and ``--config.<field>=value`` overrides
-applied on top of ``Config.for_env(env)``. Bad input exits with
-status 2 and one line on stderr, never a traceback.
+--logdir --resume --max_chunk --progress --obs --image_size --mpc
+--eval_only`` (``--variant`` for agents with ``VARIANTS``) and
+``--config.<field>=value`` overrides applied on top of
+``Config.for_env(env)``. Bad input exits with status 2 and one line on
+stderr, never a traceback.
+
+``--eval_only`` trains nothing: it evaluates the newest checkpoint in
+``--logdir`` (default: the run's default logdir from ``--env``, ``--seed``,
+``--variant``) and appends rows to ``<logdir>/eval.csv``
+(``runner.evaluate_checkpoint``; ``metrics.csv``, ``config.json`` and the
+checkpoints are left as they are). The env, seeds, observation type and agent
+config are the saved run's (its ``config.json``); only ``--eval_episodes``
+(default: the run's) and the agent's evaluation settings
+(``EVALUATION_FIELDS``: MAAC's ``mpc*``) may be given, and
+``--total_steps``, ``--eval_every``, ``--max_chunk`` are ignored. One row
+per seed, named ``policy`` (``mpc`` if the run's config has ``mpc=True``).
+With ``--mpc`` every invocation writes both of MAAC's Table 1
+rows per seed: ``policy`` (the deterministic policy) and ``mpc`` (CEM MPC
+through the learned model), from the same checkpoint and the same initial
+states.
 """
 
 from __future__ import annotations
@@ -27,7 +43,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from memrl import envs
-from memrl.training.runner import RunConfig, UserError, train
+from memrl.training import logging_utils
+from memrl.training.runner import RunConfig, UserError, evaluate_checkpoint, train
 
 FLAGS = flags.FLAGS
 
@@ -47,7 +64,17 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
     flags.DEFINE_string("logdir", None, "Output directory (default: runs/<algo>/<env>/seed<seed>).")
     flags.DEFINE_bool("resume", False, "Continue the run in --logdir from its last checkpoint.")
     flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
-    flags.DEFINE_bool("mpc", False, "Evaluate with CEM model-predictive control (MAAC).")
+    flags.DEFINE_bool(
+        "mpc",
+        False,
+        "Evaluate with CEM model-predictive control (MAAC); with --eval_only, "
+        "evaluate both with and without it.",
+    )
+    flags.DEFINE_bool(
+        "eval_only",
+        False,
+        "Evaluate the newest checkpoint in --logdir (rows appended to eval.csv); no training.",
+    )
     flags.DEFINE_enum(
         "obs",
         defaults.obs,
@@ -97,6 +124,99 @@ def resolve_config(
     return config
 
 
+def _tuples(value):
+    """JSON lists back to the tuples a hashable Config holds."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def saved_config(agent: ModuleType, env_name: str, obs: str, values: dict):
+    """The agent config saved in a run's ``config.json`` (its ``config``
+    section), rebuilt on ``Config.for_env(env_name)``; fields the saved run
+    did not have keep their defaults.
+
+    Raises:
+      UserError: a saved field the Config does not have, or a value that does
+        not come back as saved.
+    """
+    base = resolve_config(agent, env_name, {}, obs)
+    fields = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise UserError(
+            f"the saved config has fields this code does not know: {', '.join(unknown)}"
+        )
+    config = dataclasses.replace(base, **{k: _tuples(v) for k, v in values.items()})
+    again = logging_utils.config_values(config)
+    for key, value in values.items():
+        if again[key] != value:
+            raise UserError(f"cannot rebuild the saved config field {key!r} ({value!r})")
+    return config
+
+
+def evaluate_only(agent: ModuleType, overrides: dict, logdir: str | None, variant: str | None):
+    """``--eval_only`` (module docstring): evaluates the newest checkpoint of the
+    run in ``logdir`` and appends its rows to ``eval.csv``; returns the rows."""
+    name = agent.__name__.rsplit(".", 1)[-1]
+    if FLAGS.resume:
+        raise UserError("--eval_only trains nothing; drop --resume")
+    run_name = name if variant is None else f"{name}_{variant}"
+    logdir = logdir or os.path.join("runs", run_name, FLAGS.env, f"seed{FLAGS.seed}")
+    saved = logging_utils.read_settings(logdir)
+    if saved is None:
+        raise UserError(f"no run to evaluate in {logdir} (no readable config.json)")
+    if saved.get("algorithm") != name:
+        raise UserError(f"{logdir} holds a {saved.get('algorithm')} run, not {name}")
+    saved_run = saved["run"]
+    for flag in ("env", "seed", "num_seeds", "obs", "image_size"):
+        given = getattr(FLAGS, flag)
+        if FLAGS[flag].present and given != saved_run.get(flag):
+            raise UserError(
+                f"--{flag}={given}, but the run in {logdir} has {flag} {saved_run.get(flag)!r}"
+            )
+    evaluation = tuple(getattr(agent, "EVALUATION_FIELDS", ()))
+    changed = sorted(set(overrides) - set(evaluation))
+    if changed:
+        allowed = f" (evaluation settings: {', '.join(evaluation)})" if evaluation else ""
+        raise UserError(
+            f"--eval_only evaluates the saved agent of {logdir}; --config.{changed[0]} would "
+            f"change it{allowed}"
+        )
+    obs = saved_run.get("obs", "state")
+    config = saved_config(agent, saved_run["env"], obs, saved["config"])
+    config = dataclasses.replace(config, **{k: _tuples(v) for k, v in overrides.items()})
+    if FLAGS.mpc:  # MAAC Table 1: the same checkpoint with and without MPC
+        controllers = {
+            "policy": dataclasses.replace(config, mpc=False),
+            "mpc": dataclasses.replace(config, mpc=True),
+        }
+    else:
+        controllers = {"mpc" if getattr(config, "mpc", False) else "policy": config}
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    run_config = RunConfig(
+        **{
+            **{k: v for k, v in saved_run.items() if k in known},
+            # The run's own number unless --eval_episodes is given.
+            "eval_episodes": FLAGS.eval_episodes
+            if FLAGS["eval_episodes"].present
+            else saved_run.get("eval_episodes", FLAGS.eval_episodes),
+            "logdir": logdir,
+            "resume": False,
+            "progress": False,
+        }
+    )
+    rows = evaluate_checkpoint(agent, controllers, run_config)
+    for controller in controllers:
+        returns = [r["eval_return"] for r in rows if r["controller"] == controller]
+        print(
+            f"{name} {run_config.env} step {rows[0]['env_steps']}: {controller} eval_return "
+            f"{sum(returns) / len(returns):.1f} over {len(returns)} seed(s)"
+        )
+    print(f"rows appended to {os.path.join(logdir, 'eval.csv')}")
+    return rows
+
+
 def default_steps(env_name: str) -> tuple[int, int]:
     """``(total_steps, eval_every)`` when the flags are not given and the
     agent's ``Config.run_length()`` (the paper's run length) has none."""
@@ -124,12 +244,22 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
         if FLAGS.mpc:
             if "mpc" not in fields:
                 raise ValueError(f"--mpc: {name} has no model-predictive control")
-            overrides["mpc"] = True
+            if not FLAGS.eval_only:  # --eval_only --mpc evaluates with and without
+                overrides["mpc"] = True
     except (flags.Error, KeyError, ValueError, TypeError, AttributeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, KeyError):
             text = f"unknown config field {text}"
         _fail(text)
+    if FLAGS.eval_only:
+        try:
+            variant = FLAGS.variant if hasattr(agent, "VARIANTS") else None
+            evaluate_only(agent, overrides, FLAGS.logdir, variant)
+        except UserError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was written")
+        return
     try:
         variant = FLAGS.variant if hasattr(agent, "VARIANTS") else None
         config = resolve_config(agent, FLAGS.env, overrides, FLAGS.obs, variant)

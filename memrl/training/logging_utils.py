@@ -43,12 +43,17 @@ def _version(package: str) -> str | None:
         return None
 
 
+def config_values(config: Any) -> dict:
+    """An agent config as ``config.json`` stores it (JSON types; tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
 def settings(agent: ModuleType, config: Any, run: Any) -> dict:
     """Every resolved setting of a run, plus the package versions."""
     return {
         "algorithm": agent.__name__.rsplit(".", 1)[-1],
         "run": dataclasses.asdict(run),
-        "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+        "config": config_values(config),
         "versions": {p: _version(p) for p in PACKAGES},
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -58,6 +63,16 @@ def settings(agent: ModuleType, config: Any, run: Any) -> dict:
 def write_settings(logdir: str, values: dict) -> None:
     with open(os.path.join(logdir, "config.json"), "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
+
+
+def read_settings(logdir: str) -> dict | None:
+    """The saved ``config.json`` of the run in ``logdir`` (None if there is none
+    or it cannot be parsed)."""
+    try:
+        with open(os.path.join(logdir, "config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def check_resumable(logdir: str, values: dict) -> None:

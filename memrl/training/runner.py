@@ -8,7 +8,10 @@ Only whole chunks run on the device; the host waits for each, evaluates at
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -242,10 +245,11 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         last good checkpoint is kept).
     """
     trainer = build(agent, config, run)
-    keys, seeds, sharded = trainer.keys, trainer.seeds, trainer.sharding
+    keys, seeds = trainer.keys, trainer.seeds
 
     os.makedirs(run.logdir, exist_ok=True)
-    ckpt = checkpoint.Checkpointer(os.path.join(run.logdir, "checkpoints"))
+    with _quiet_absl():  # damaged metadata: one UserError line, not orbax's log
+        ckpt = checkpoint.Checkpointer(os.path.join(run.logdir, "checkpoints"))
     settings = logging_utils.settings(agent, config, run)
     step, extra = 0, {"wall_time": 0.0, "counts": {}}
     if ckpt.latest_step() is not None and not run.resume:
@@ -256,18 +260,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         )
     if run.resume and ckpt.latest_step() is not None:
         logging_utils.check_resumable(run.logdir, settings)
-        abstract = jax.eval_shape(trainer.init, keys)
-        abstract = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharded), abstract
-        )
-        try:
-            state, step, extra = ckpt.restore(abstract)
-        except Exception as e:  # orbax raises many types for damaged files
-            ckpt.close()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise UserError(
-                f"cannot read the checkpoint in {ckpt.directory} ({type(e).__name__}: {first})"
-            ) from None
+        state, step, extra = _restore(ckpt, trainer)
     else:
         state = trainer.init(keys)
     logging_utils.write_settings(run.logdir, settings)
@@ -328,6 +321,139 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         bar.close()
         ckpt.close()
     return rows
+
+
+def _abstract_state(trainer: Trainer) -> Any:
+    abstract = jax.eval_shape(trainer.init, trainer.keys)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=trainer.sharding), abstract
+    )
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Silences absl's log (orbax logs an ERROR line per damaged file before
+    raising) so that a damaged checkpoint reads as one ``UserError`` line."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _restore(ckpt: checkpoint.Checkpointer, trainer: Trainer) -> tuple[Any, int, dict]:
+    """The newest checkpoint as ``trainer``'s state; ``UserError`` if unreadable
+    (``ckpt`` is closed then)."""
+    try:
+        with _quiet_absl():
+            return ckpt.restore(_abstract_state(trainer))
+    except Exception as e:  # orbax raises many types for damaged files
+        ckpt.close()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(
+            f"cannot read the checkpoint in {ckpt.directory} ({type(e).__name__}: {first})"
+        ) from None
+
+
+EVAL_CSV = "eval.csv"
+EVAL_COLUMNS = (
+    "env_steps",
+    "seed",
+    "controller",
+    "eval_return",
+    "eval_return_std",
+    "eval_episodes",
+    "eval_seconds",
+)
+
+
+def evaluate_checkpoint(agent: ModuleType, controllers: dict, run: RunConfig) -> list[dict]:
+    """Evaluates the newest checkpoint in ``run.logdir`` once per controller and
+    appends the rows to ``<logdir>/eval.csv`` (``--eval_only``).
+
+    Nothing else in ``logdir`` is written: ``metrics.csv``, ``config.json`` and
+    the checkpoints stay as they are. ``eval.csv`` gets one row per controller
+    and seed (columns ``EVAL_COLUMNS``; ``controller`` names the row), appended
+    after the rows of earlier evaluations, and only once every evaluation has
+    run.
+
+    Every controller uses the keys of the training-time evaluation at the
+    checkpoint's step (``fold_in(PRNGKey(seed), step)``): all rows of a seed
+    start from the same ``eval_episodes`` initial states (a paired
+    comparison, as MAAC's Table 1 with and without MPC), and with the run's own
+    config and ``eval_episodes`` the return equals ``metrics.csv``'s at that step.
+
+    Args:
+      agent: the agent module.
+      controllers: name -> agent config. The configs may differ only in
+        evaluation settings (MAAC's ``mpc*`` fields): the checkpoint's arrays
+        are read once, with the first config's layout, and evaluated under each.
+      run: the run's settings (``env``, ``seed``, ``num_seeds``, ``obs`` and
+        ``image_size`` as when it was trained; ``eval_episodes``; ``logdir``).
+
+    Raises:
+      UserError: no checkpoint in ``logdir``, or one that cannot be read
+        (nothing is written then), or configs that change the state layout.
+    """
+    ckpt_dir = os.path.join(run.logdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise UserError(f"no checkpoint to evaluate in {run.logdir} (train there first)")
+    names = list(controllers)
+    trainers = {name: build(agent, controllers[name], run) for name in names}
+    with _quiet_absl():  # damaged metadata: one UserError line, not orbax's log
+        ckpt = checkpoint.Checkpointer(ckpt_dir)
+        latest = ckpt.latest_step()
+    if latest is None:
+        ckpt.close()
+        raise UserError(f"no checkpoint to evaluate in {ckpt_dir}")
+    state, step, _ = _restore(ckpt, trainers[names[0]])
+    ckpt.close()
+    leaves = jax.tree_util.tree_leaves(state)
+    new_rows = []
+    for name in names:
+        trainer = trainers[name]
+        abstract = _abstract_state(trainer)
+        layout = [(a.shape, a.dtype) for a in jax.tree_util.tree_leaves(abstract)]
+        if layout != [(x.shape, x.dtype) for x in leaves]:
+            raise UserError(f"controller {name!r} changes the agent's state layout")
+        # Same arrays, this controller's static config (e.g. MAAC's mpc).
+        own = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract), leaves)
+        eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(trainer.keys, step)
+        t0 = time.perf_counter()
+        returns = np.asarray(jax.device_get(trainer.evaluate(own, eval_keys)), np.float64)
+        seconds = time.perf_counter() - t0  # includes compilation
+        for i, seed in enumerate(trainer.seeds):
+            new_rows.append(
+                {
+                    "env_steps": int(step),
+                    "seed": int(seed),
+                    "controller": name,
+                    "eval_return": float(np.mean(returns[i])),
+                    "eval_return_std": float(np.std(returns[i])),
+                    "eval_episodes": int(returns.shape[1]),
+                    "eval_seconds": round(seconds, 3),
+                }
+            )
+    _append_eval_rows(os.path.join(run.logdir, EVAL_CSV), new_rows)
+    return new_rows
+
+
+def _append_eval_rows(path: str, new_rows: list[dict]) -> None:
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+        if header is not None and tuple(header) != EVAL_COLUMNS:
+            raise UserError(f"{path} has other columns than {', '.join(EVAL_COLUMNS)}")
+        fresh = header is None
+    else:
+        fresh = True
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
+        if fresh:
+            writer.writeheader()
+        writer.writerows(new_rows)
 
 
 def _check_finite(
