@@ -70,7 +70,7 @@ import optax
 
 from memrl import returns
 from memrl.agents import sac
-from memrl.agents.common import gradient_step
+from memrl.agents.common import computed_when, gradient_step
 from memrl.agents.value_gradient_config import PAPER_TABLE, Config
 from memrl.agents.value_gradient_losses import (
     critic_loss,
@@ -316,6 +316,7 @@ def repeated_updates(
         return learner, jax.tree_util.tree_map(jnp.mean, metrics)
 
     learner, metrics = jax.lax.cond(active, learn, sac.skip_update(learn), learner)
+    metrics = computed_when(active, metrics)  # the zeros of skipped steps are not averaged
     metrics["count/policy_updates"] = jnp.where(active, num_updates, 0).astype(jnp.int32)
     return learner, metrics
 
