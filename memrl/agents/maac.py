@@ -32,10 +32,12 @@ Differences from the paper/authors' code, by choice:
 * The reward is learned by the ensemble (``predict_reward``) on every task;
   the authors use the true reward and termination functions. Termination
   uses the known rules (``memrl.envs.termination``) as they do.
-* STEVE candidates use each Q head separately (``M`` members x 2 heads are
-  the samples of each horizon's target), and the bootstrap values are soft
-  (``Q - alpha log pi``) as in SAC; the rewards of imagined steps carry the
-  entropy bonus ``-alpha log pi``.
+* STEVE candidates bootstrap from the min over the two Q heads, as the plain
+  TD target does (so ``steve=False`` changes the expansion only; the ``M``
+  members are the samples of each horizon's target), and the bootstrap
+  values are soft (``Q - alpha log pi``) as in SAC; the rewards of imagined
+  steps carry the entropy bonus ``-alpha log pi`` (``steve_reward_entropy``,
+  default True).
 * A model path that terminates (known rule) stops accumulating reward and
   drops its terminal Q.
 

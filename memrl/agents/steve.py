@@ -7,13 +7,14 @@ batch, the ensemble members and the Q heads.
 
 For one real transition ``(s_0, a_0, r_0, s_1)`` and one imagined continuation
 ``s_1, a_1, r_1, s_2, ...`` (model member ``m``) with bootstrap values
-``v_j`` at ``s_j`` (Q head ``n``), the ``i``-step candidate target is
+``v_j`` at ``s_j``, the ``i``-step candidate target is
 
     T_i = sum_{j=0}^{i} (prod_{k<j} c_k) r_j + (prod_{k<=i} c_k) v_{i+1},
 
 ``i = 0..H``, with ``c_k = gamma * (1 - done_k)`` (``T_0`` is one-step TD).
-STEVE computes ``T_i`` for every member and head, and combines the horizons
-by inverse variance over those ``M * N`` samples (STEVE eq. 2-3):
+STEVE computes ``T_i`` for every member (MAAC bootstraps each from the min
+over its Q heads), and combines the horizons by inverse variance over those
+``M`` samples (STEVE eq. 2-3):
 
     T = sum_i w_i mean_i / sum_i w_i,   w_i = 1 / var_i.
 """

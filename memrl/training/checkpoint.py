@@ -75,5 +75,12 @@ class Checkpointer:
         state = _rebuild(abstract_state, restored["state"])
         return state, int(step), dict(restored["extra"])
 
+    def read_extra(self) -> dict:
+        """The JSON part (``extra``) of the newest checkpoint, without its arrays."""
+        step = self._manager.latest_step()
+        args = ocp.args.Composite(extra=ocp.args.JsonRestore())
+        restored = self._manager.restore(step, args=args)
+        return dict(restored["extra"])
+
     def close(self) -> None:
         self._manager.close()

@@ -43,7 +43,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from memrl import envs
-from memrl.training import logging_utils
+from memrl.training import distributed, logging_utils
 from memrl.training.runner import RunConfig, UserError, evaluate_checkpoint, train
 
 FLAGS = flags.FLAGS
@@ -82,6 +82,20 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
         "Observations: the env's state vector, or RGB images rendered in the step (dreamer).",
     )
     flags.DEFINE_integer("image_size", defaults.image_size, "Side of --obs=pixels images.")
+    flags.DEFINE_string(
+        "coordinator_address",
+        None,
+        "Multi-process runs: host:port of process 0 (default: detected on SLURM, Open MPI, "
+        "TPU pods).",
+    )
+    flags.DEFINE_integer("num_processes", None, "Multi-process runs: the number of processes.")
+    flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
+    flags.DEFINE_integer(
+        "peer_timeout",
+        60,
+        "Multi-process runs: seconds to wait for the other processes to join, and after "
+        "which a silent one counts as dead.",
+    )
     if hasattr(agent, "VARIANTS"):
         flags.DEFINE_enum(
             "variant", agent.DEFAULT_VARIANT, list(agent.VARIANTS), "Which ablation to run."
@@ -91,7 +105,7 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    distributed.exit_now(2)  # sys.exit; os._exit past a multi-process run's shutdown barrier
 
 
 def resolve_config(
@@ -246,6 +260,12 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
                 raise ValueError(f"--mpc: {name} has no model-predictive control")
             if not FLAGS.eval_only:  # --eval_only --mpc evaluates with and without
                 overrides["mpc"] = True
+        if FLAGS.peer_timeout <= 0:
+            raise ValueError(f"--peer_timeout must be positive, got {FLAGS.peer_timeout}")
+        # Before anything touches a device: join the other processes, if any.
+        distributed.initialize(
+            FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.peer_timeout
+        )
     except (flags.Error, KeyError, ValueError, TypeError, AttributeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, KeyError):
@@ -288,14 +308,16 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
         if hasattr(agent, "fit_to_run"):  # schedules over the whole run (MaxEnt Dreamer's beta)
             config = agent.fit_to_run(config, total, set(overrides))
         rows = train(agent, config, run_config)
-    except UserError as e:
+        distributed.finish()
+    except (UserError, distributed.PeerError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted; the last checkpoint is kept (continue with --resume)")
-    if rows:
+    if rows and distributed.is_primary():
         final = [r["eval_return"] for r in rows if r["env_steps"] == rows[-1]["env_steps"]]
         mean = sum(final) / len(final)
         print(
             f"{name} {FLAGS.env}: final eval_return {mean:.1f} over {len(final)} seed(s); "
             f"logs in {run_config.logdir}"
         )
+    distributed.leave()

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from memrl import envs
 from memrl.diagnostics import coverage
-from memrl.training import checkpoint, logging_utils
+from memrl.training import checkpoint, distributed, logging_utils
 from memrl.training.loop import init_state, make_chunk, make_evaluate
 
 
@@ -113,10 +113,35 @@ def chunk_steps(run: RunConfig, num_envs: int, period: int = 0) -> int:
 
 
 def seed_mesh(num_seeds: int) -> Mesh:
-    """A 1-D mesh over as many local devices as evenly divide ``num_seeds``."""
-    devices = jax.local_devices()
-    n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
-    return Mesh(np.asarray(devices[:n]), ("seed",))
+    """A 1-D mesh over as many devices as evenly divide ``num_seeds``.
+
+    One process: the largest number of local devices that divides
+    ``num_seeds``. Several processes (``memrl.training.distributed``): every
+    process takes the same number of its own devices, the largest that lets
+    the mesh divide ``num_seeds``, so each process runs ``num_seeds /
+    num_processes`` seeds; the devices are ordered by process, so process
+    ``p`` holds a contiguous block of seeds.
+
+    Raises:
+      UserError: ``num_seeds`` that does not split evenly over the processes.
+    """
+    processes = jax.process_count()
+    if processes == 1:
+        devices = jax.local_devices()
+        n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+        return Mesh(np.asarray(devices[:n]), ("seed",))
+    if num_seeds % processes:
+        raise UserError(
+            f"--num_seeds ({num_seeds}) must be a multiple of the number of processes "
+            f"({processes}): each process runs its own seeds"
+        )
+    by_process = [
+        sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)
+        for p in range(processes)
+    ]
+    local = min(len(d) for d in by_process)
+    per = max(d for d in range(1, local + 1) if (num_seeds // processes) % d == 0)
+    return Mesh(np.asarray([d for devs in by_process for d in devs[:per]]), ("seed",))
 
 
 def per_seed(fn: Any, mesh: Mesh, num_seeds: int, in_axes: tuple) -> Any:
@@ -216,7 +241,8 @@ def build(agent: ModuleType, config: Any, run: RunConfig) -> Trainer:
     sharded = NamedSharding(mesh, PartitionSpec("seed"))
     replicated = NamedSharding(mesh, PartitionSpec())
     seeds = np.arange(run.seed, run.seed + run.num_seeds)
-    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+    # Host (NumPy) keys: identical in every process, so each can place its shards.
+    keys = np.asarray(jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds)))
 
     def init_one(key):
         return init_state(agent, config, spec, train_env, key, grid)
@@ -263,14 +289,19 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         state, step, extra = _restore(ckpt, trainer)
     else:
         state = trainer.init(keys)
-    logging_utils.write_settings(run.logdir, settings)
-    writer = logging_utils.MetricsWriter(os.path.join(run.logdir, "metrics.csv"), keep_until=step)
+    # Every process has read the run directory before the primary writes to it.
+    distributed.barrier("memrl:checked")
+    primary = distributed.is_primary()  # the only process that writes files
+    if primary:
+        logging_utils.write_settings(run.logdir, settings)
+    metrics_path = os.path.join(run.logdir, "metrics.csv")
+    writer = logging_utils.MetricsWriter(metrics_path, keep_until=step) if primary else None
 
     steps_per_chunk = trainer.steps_per_chunk
     compiled_chunk = trainer.chunk.lower(state, jnp.asarray(step, jnp.int32)).compile()
-    compiled_eval = trainer.evaluate.lower(state, keys).compile()
+    compiled_eval = trainer.evaluate.lower(state, distributed.put(keys, trainer.sharding)).compile()
 
-    bar = logging_utils.progress_bar(run.total_steps, step, enabled=run.progress)
+    bar = logging_utils.progress_bar(run.total_steps, step, enabled=run.progress and primary)
     rows: list[dict] = []
     train_start = time.perf_counter() - extra["wall_time"]
     totals = {k: np.asarray(v, np.int64) for k, v in extra.get("counts", {}).items()}
@@ -279,15 +310,16 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         while step < run.total_steps:
             t0 = time.perf_counter()
             state, chunk_metrics = compiled_chunk(state, jnp.asarray(step, jnp.int32))
-            chunk_metrics = jax.device_get(chunk_metrics)
+            chunk_metrics = distributed.gather(chunk_metrics)
             sps = steps_per_chunk / (time.perf_counter() - t0)
             step += steps_per_chunk
             window.add(chunk_metrics)
             bar.update(steps_per_chunk)
             if step % run.eval_every and step != run.total_steps:
                 continue
-            eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
-            eval_returns = np.asarray(compiled_eval(state, eval_keys))
+            eval_keys = np.asarray(jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step))
+            eval_keys = distributed.put(eval_keys, trainer.sharding)
+            eval_returns = np.asarray(distributed.gather(compiled_eval(state, eval_keys)))
             agent_metrics = {**window.agent_means(), **window.periodic}
             # Periodic metrics are always checked (they override same-named ones).
             computed = {**window.computed(), **{k: True for k in window.periodic}}
@@ -305,7 +337,8 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
                 counts=totals,
                 coverage=window.coverage,
             )
-            writer.write(new_rows)
+            if writer is not None:
+                writer.write(new_rows)
             rows.extend(new_rows)
             ckpt.save(
                 step,
@@ -313,6 +346,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
                 {
                     "wall_time": new_rows[0]["wall_time"],
                     "counts": {k: v.tolist() for k, v in totals.items()},
+                    "processes": jax.process_count(),
                 },
             )
             bar.set_postfix(ret=f"{np.mean(eval_returns):.1f}", sps=f"{sps:.0f}")
@@ -348,13 +382,20 @@ def _restore(ckpt: checkpoint.Checkpointer, trainer: Trainer) -> tuple[Any, int,
     (``ckpt`` is closed then)."""
     try:
         with _quiet_absl():
-            return ckpt.restore(_abstract_state(trainer))
+            saved_by = ckpt.read_extra().get("processes", 1)
+            if saved_by == jax.process_count():
+                return ckpt.restore(_abstract_state(trainer))
     except Exception as e:  # orbax raises many types for damaged files
         ckpt.close()
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(
             f"cannot read the checkpoint in {ckpt.directory} ({type(e).__name__}: {first})"
         ) from None
+    ckpt.close()
+    raise UserError(
+        f"the checkpoint in {ckpt.directory} was saved by {saved_by} process(es); resume it "
+        f"with {saved_by} processes, not {jax.process_count()}"
+    )
 
 
 EVAL_CSV = "eval.csv"
@@ -420,9 +461,10 @@ def evaluate_checkpoint(agent: ModuleType, controllers: dict, run: RunConfig) ->
             raise UserError(f"controller {name!r} changes the agent's state layout")
         # Same arrays, this controller's static config (e.g. MAAC's mpc).
         own = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract), leaves)
-        eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(trainer.keys, step)
+        eval_keys = np.asarray(jax.vmap(jax.random.fold_in, in_axes=(0, None))(trainer.keys, step))
         t0 = time.perf_counter()
-        returns = np.asarray(jax.device_get(trainer.evaluate(own, eval_keys)), np.float64)
+        eval_keys = distributed.put(eval_keys, trainer.sharding)
+        returns = np.asarray(distributed.gather(trainer.evaluate(own, eval_keys)), np.float64)
         seconds = time.perf_counter() - t0  # includes compilation
         for i, seed in enumerate(trainer.seeds):
             new_rows.append(
@@ -436,7 +478,8 @@ def evaluate_checkpoint(agent: ModuleType, controllers: dict, run: RunConfig) ->
                     "eval_seconds": round(seconds, 3),
                 }
             )
-    _append_eval_rows(os.path.join(run.logdir, EVAL_CSV), new_rows)
+    if distributed.is_primary():
+        _append_eval_rows(os.path.join(run.logdir, EVAL_CSV), new_rows)
     return new_rows
 
 
