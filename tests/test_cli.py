@@ -234,6 +234,10 @@ def _restored_return(agent, config, logdir, seed, episodes, step):
     return float(np.mean(total))
 
 
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores:
+# test_eval_only_mpc_gives_both_rows_of_maac_table_1 runs --eval_only end to end (its policy row
+# equals metrics.csv).
+@pytest.mark.slow
 def test_eval_only_evaluates_the_newest_checkpoint(tmp_path):
     from memrl.agents import sac
     from memrl.training import cli

@@ -143,7 +143,7 @@ AGENTS = [
     "s2vg",
     "memb",
     "svg",
-    "maac",
+    pytest.param("maac", marks=pytest.mark.slow),  # 46 s cold; its losses are tested in test_maac
     pytest.param("dreamer", marks=pytest.mark.slow),
     pytest.param("maxent_dreamer", marks=pytest.mark.slow),
 ]

@@ -586,6 +586,10 @@ TINY = [
 ]
 
 
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores:
+# test_cli.test_eval_only_mpc_gives_both_rows_of_maac_table_1 runs the MAAC script with MPC
+# evaluation too.
+@pytest.mark.slow
 def test_maac_script_end_to_end_with_mpc_evaluation(tmp_path):
     result = _script("experiments.maac", *TINY, f"--logdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -597,6 +601,9 @@ def test_maac_script_end_to_end_with_mpc_evaluation(tmp_path):
     assert "final eval_return" in result.stdout
 
 
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores: the maths is tested in
+# test_gradient_error.
+@pytest.mark.slow
 def test_gradient_error_script_end_to_end(tmp_path):
     result = _script(
         "experiments.maac_gradient_error",

@@ -183,7 +183,16 @@ def _read(logdir):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("variant", ["dreamer", "dreamer_explore", "revised"])
+# dreamer_explore and revised are opt-in (-m slow) to keep the default suite
+# under 15 min on 2 cores; the maxent variant runs in the script test.
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "dreamer",
+        pytest.param("dreamer_explore", marks=pytest.mark.slow),
+        pytest.param("revised", marks=pytest.mark.slow),
+    ],
+)
 def test_variant_runs_through_the_runner(variant, tmp_path):
     run = runner.RunConfig(
         env="pendulum", seed=0, total_steps=80, eval_every=80, eval_episodes=1,

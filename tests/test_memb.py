@@ -120,6 +120,9 @@ def test_table_2_settings():
     assert memb.Config.for_env("inverted_pendulum").updates_per_step == 1
 
 
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores:
+# test_s2vg.test_script_end_to_end runs the same value-gradient loop through the script.
+@pytest.mark.slow
 def test_script_end_to_end(tmp_path):
     rows = run_script("experiments.memb", str(tmp_path / "run"), "--config.rollout_length=3")
     assert float(rows[-1]["policy_updates"]) == 2 * 200

@@ -50,6 +50,9 @@ def test_wrap_for_training_renders_above_action_repeat_and_vmaps():
     np.testing.assert_array_equal(state.obs, pictures)
 
 
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores: an MJX scan of the ray
+# caster costs ~170 s cold; the ray caster itself is checked against mj_ray in test_raycast.
+@pytest.mark.slow
 def test_mjx_pixels_are_a_pure_function_of_the_state_under_vmap_and_scan():
     env = envs.make("halfcheetah")
     wrapped = envs.pixels.wrapper("halfcheetah", 24)(env)
@@ -92,6 +95,10 @@ def test_dreamer_pixel_config_is_cpu_sized():
     assert dreamer.Config.for_env("halfcheetah", obs="pixels").buffer_size * 64 * 64 * 3 < 2e9
 
 
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores: the pixel update is covered
+# by test_dreamer.test_image_update_uses_conv_encoder_and_decoder and the script by
+# test_dreamer.test_script_end_to_end.
+@pytest.mark.slow
 def test_dreamer_from_pixels_script_end_to_end(tmp_path):
     logdir = tmp_path / "run"
     tiny = dict(

@@ -189,6 +189,9 @@ def test_svg_defaults():
     assert config.model_hidden_sizes == (32, 16)
 
 
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores:
+# test_s2vg.test_script_end_to_end runs the same value-gradient loop through the script.
+@pytest.mark.slow
 def test_script_end_to_end(tmp_path):
     rows = run_script("experiments.svg", str(tmp_path / "run"))
     assert float(rows[-1]["policy_updates"]) == 2 * 200
