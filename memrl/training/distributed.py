@@ -142,7 +142,7 @@ def initialize(
         )
         joined.set()
     except (ValueError, RuntimeError) as e:  # jax raises both; XlaRuntimeError is a RuntimeError
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = _first_line(e)
         raise ValueError(f"cannot join the distributed run through {source}: {text}") from None
     _start_watchdog(jax.process_count(), poll_seconds=1.0)
     return jax.process_count()
@@ -169,7 +169,7 @@ def gather(tree: Any) -> Any:
     try:
         return multihost_utils.process_allgather(tree, tiled=True)
     except jax.errors.JaxRuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _first_line(e)
         raise PeerError(f"another process of the run stopped ({first})") from None
 
 
@@ -188,7 +188,7 @@ def barrier(name: str) -> None:
         try:
             multihost_utils.sync_global_devices(name)
         except jax.errors.JaxRuntimeError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = _first_line(e)
             raise PeerError(f"another process of the run stopped ({first})") from None
 
 
@@ -223,6 +223,11 @@ def exit_now(code: int) -> None:
     sys.exit(code)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _joined() -> bool:
     """Whether this process joined a multi-process run (touches no device)."""
     return jax.distributed.is_initialized()
@@ -245,7 +250,7 @@ def _start_watchdog(num_processes: int, poll_seconds: float) -> None:
             except Exception as e:  # the coordinator (process 0) is gone
                 if _STOPPING.is_set():
                     return
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = _first_line(e)
                 _die(f"process {me}: lost the coordinator ({first})")
                 return
             missing = sorted(set(everyone) - set(live))
