@@ -43,7 +43,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from memrl import envs
-from memrl.training import distributed, logging_utils
+from memrl.training import distributed, logging_utils, sinks
 from memrl.training.runner import RunConfig, UserError, evaluate_checkpoint, train
 
 FLAGS = flags.FLAGS
@@ -96,11 +96,60 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
         "Multi-process runs: seconds to wait for the other processes to join, and after "
         "which a silent one counts as dead.",
     )
+    flags.DEFINE_bool(
+        "tensorboard", defaults.tensorboard, "Write TensorBoard event files beside metrics.csv."
+    )
+    flags.DEFINE_bool("wandb", defaults.wandb, "Log to Weights & Biases too (pip install wandb).")
+    flags.DEFINE_string("wandb_project", defaults.wandb_project, "The W&B project.")
+    flags.DEFINE_enum(
+        "wandb_mode",
+        None,
+        list(sinks.WANDB_MODES),
+        "W&B mode (default: W&B's own, WANDB_MODE); offline needs no network.",
+    )
+    flags.DEFINE_bool(
+        "compilation_cache",
+        True,
+        "Keep compiled programs in a persistent cache, so a repeated command starts in seconds.",
+    )
+    flags.DEFINE_string(
+        "compilation_cache_dir",
+        None,
+        "The persistent compilation cache (default: $JAX_COMPILATION_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/memrl/xla or ~/.cache/memrl/xla).",
+    )
     if hasattr(agent, "VARIANTS"):
         flags.DEFINE_enum(
             "variant", agent.DEFAULT_VARIANT, list(agent.VARIANTS), "Which ablation to run."
         )
     config_flags.DEFINE_config_dataclass("config", agent.Config(), "Agent config overrides.")
+
+
+def default_cache_dir() -> str:
+    """Where compiled programs are kept between commands."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "memrl", "xla")
+
+
+def setup_compilation_cache(enabled: bool, directory: str | None = None) -> str | None:
+    """Turns JAX's persistent compilation cache on (or off); returns its directory.
+
+    On by default: a CPU run of MAAC on ant compiles for minutes, and a grid of
+    runs or a repeated command would pay that each time. The directory is
+    ``directory``, else ``$JAX_COMPILATION_CACHE_DIR``, else the user's cache
+    directory (``default_cache_dir``). Programs that compile in under a second
+    are not kept (JAX's ``jax_persistent_cache_min_compile_time_secs``).
+    """
+    import jax
+
+    if not enabled:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    directory = directory or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_dir()
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
 
 
 def _fail(message: str) -> None:
@@ -262,6 +311,10 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
                 overrides["mpc"] = True
         if FLAGS.peer_timeout <= 0:
             raise ValueError(f"--peer_timeout must be positive, got {FLAGS.peer_timeout}")
+        try:
+            setup_compilation_cache(FLAGS.compilation_cache, FLAGS.compilation_cache_dir)
+        except OSError as e:
+            raise ValueError(f"--compilation_cache_dir: {e.strerror}: {e.filename}") from None
         # Before anything touches a device: join the other processes, if any.
         distributed.initialize(
             FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.peer_timeout
@@ -304,6 +357,10 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
             progress=FLAGS.progress,
             obs=FLAGS.obs,
             image_size=FLAGS.image_size,
+            tensorboard=FLAGS.tensorboard,
+            wandb=FLAGS.wandb,
+            wandb_project=FLAGS.wandb_project,
+            wandb_mode=FLAGS.wandb_mode,
         )
         if hasattr(agent, "fit_to_run"):  # schedules over the whole run (MaxEnt Dreamer's beta)
             config = agent.fit_to_run(config, total, set(overrides))

@@ -17,7 +17,16 @@ import tqdm
 
 BASE_COLUMNS = ("env_steps", "seed", "eval_return", "wall_time", "sps", "train_return")
 # Settings that may change between a run and its resumption.
-RESUMABLE = ("total_steps", "resume", "progress", "logdir")
+RESUMABLE = (
+    "total_steps",
+    "resume",
+    "progress",
+    "logdir",
+    "tensorboard",
+    "wandb",
+    "wandb_project",
+    "wandb_mode",
+)
 PACKAGES = (
     "memrl",
     "jax",

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from memrl import envs
 from memrl.diagnostics import coverage
-from memrl.training import checkpoint, distributed, logging_utils
+from memrl.training import checkpoint, distributed, logging_utils, sinks
 from memrl.training.loop import init_state, make_chunk, make_evaluate
 
 
@@ -53,6 +54,12 @@ class RunConfig:
         ``memrl.envs.pixels``; for agents whose module lists it in
         ``OBSERVATIONS``).
       image_size: side of the images in pixels.
+      tensorboard: mirror the rows into TensorBoard event files in ``logdir``
+        (``memrl.training.sinks``).
+      wandb: mirror them into a Weights & Biases run as well.
+      wandb_project: the W&B project.
+      wandb_mode: ``'online'``, ``'offline'`` (no network; ``wandb sync``
+        later) or ``'disabled'``; None: W&B's own choice (``WANDB_MODE``).
     """
 
     env: str
@@ -67,6 +74,10 @@ class RunConfig:
     progress: bool = True
     obs: str = "state"
     image_size: int = 64
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "memrl"
+    wandb_mode: str | None = None
 
 
 def validate(run: RunConfig, config: Any) -> None:
@@ -270,6 +281,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         an unreadable checkpoint, or non-finite values during training (the
         last good checkpoint is kept).
     """
+    started = time.perf_counter()
     trainer = build(agent, config, run)
     keys, seeds = trainer.keys, trainer.seeds
 
@@ -296,10 +308,18 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         logging_utils.write_settings(run.logdir, settings)
     metrics_path = os.path.join(run.logdir, "metrics.csv")
     writer = logging_utils.MetricsWriter(metrics_path, keep_until=step) if primary else None
+    mirrors = sinks.open_sinks(run, settings, step) if primary else []
 
     steps_per_chunk = trainer.steps_per_chunk
     compiled_chunk = trainer.chunk.lower(state, jnp.asarray(step, jnp.int32)).compile()
     compiled_eval = trainer.evaluate.lower(state, distributed.put(keys, trainer.sharding)).compile()
+    if primary:  # the time to the first step (benchmarks/startup.py reads this line)
+        print(
+            f"ready after {time.perf_counter() - started:.1f} s (build, init, compile); "
+            f"training from env step {step}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     bar = logging_utils.progress_bar(run.total_steps, step, enabled=run.progress and primary)
     rows: list[dict] = []
@@ -339,6 +359,8 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
             )
             if writer is not None:
                 writer.write(new_rows)
+            for sink in mirrors:
+                sink.write(new_rows)
             rows.extend(new_rows)
             ckpt.save(
                 step,
@@ -354,6 +376,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     finally:
         bar.close()
         ckpt.close()
+        sinks.close(mirrors)
     return rows
 
 
