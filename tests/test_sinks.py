@@ -16,8 +16,8 @@ from memrl.training import sinks
 
 def _rows(step, returns, losses):
     return [
-        {"env_steps": step, "seed": s, "eval_return": r, "loss/critic": l, "train_return": ""}
-        for s, (r, l) in enumerate(zip(returns, losses))
+        {"env_steps": step, "seed": s, "eval_return": r, "loss/critic": c, "train_return": ""}
+        for s, (r, c) in enumerate(zip(returns, losses, strict=True))
     ]
 
 
@@ -26,9 +26,7 @@ def _scalars(logdir):
 
     acc = EventAccumulator(logdir)
     acc.Reload()
-    return {
-        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-    }
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def test_seed_means_skip_empty_and_nan():
@@ -58,6 +56,10 @@ def test_tensorboard_means_per_seed_and_resume_purge(tmp_path):
     assert _scalars(logdir)["eval_return"] == [(100, -20.0), (200, -2.0)]
 
 
+def _key(item):
+    return item.key or "/".join(item.nested_key)
+
+
 def _wandb_history(run_file):
     """History rows of a W&B offline file: a 7-byte header (':W&B', 2 magic
     bytes, version), then LevelDB log blocks of 32 KiB whose records
@@ -85,7 +87,7 @@ def _wandb_history(run_file):
         record.ParseFromString(data)
         if record.WhichOneof("record_type") == "history":
             items = record.history.item
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
+            history.append({_key(i): json.loads(i.value_json) for i in items})
     return history
 
 
@@ -108,4 +110,5 @@ def test_wandb_offline_logs_means_and_keeps_the_run_id_on_resume(tmp_path, monke
     resumed = sinks.WandB(logdir, settings, "memrl-test", "offline", resume=True)
     resumed.close()
     assert open(os.path.join(logdir, "wandb_id")).read().strip() == run_id
-    assert len(glob.glob(os.path.join(logdir, "wandb", "offline-run-*", f"run-{run_id}.wandb"))) == 2
+    files = glob.glob(os.path.join(logdir, "wandb", "offline-run-*", f"run-{run_id}.wandb"))
+    assert len(files) == 2
