@@ -8,17 +8,16 @@ Each logdir is one curve: the mean over seeds with a +-1 std band.
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
-from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from memrl.reproduce.figures import load_curve  # noqa: E402
 
 flags.DEFINE_list("logdir", None, "Run directories (comma-separated), each holding metrics.csv.")
 flags.DEFINE_string("metric", "eval_return", "Column to plot.")
@@ -27,31 +26,10 @@ flags.DEFINE_string("out", None, "Output PNG (default: <first logdir>/<metric>.p
 FLAGS = flags.FLAGS
 
 
-def load(logdir: str, x: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns ``(x, mean, std)`` over seeds from ``logdir/metrics.csv``."""
-    path = os.path.join(logdir, "metrics.csv")
-    if not os.path.exists(path):
-        raise ValueError(f"no metrics.csv in {logdir}")
-    by_x: dict[float, list[float]] = defaultdict(list)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = list(reader.fieldnames or [])
-        if metric not in columns or x not in columns:
-            raise ValueError(
-                f"{path} has no column {metric!r} or {x!r}; columns: {', '.join(columns)}"
-            )
-        for row in reader:
-            by_x[float(row[x])].append(float(row[metric]))
-    xs = np.array(sorted(by_x))
-    mean = np.array([np.mean(by_x[v]) for v in xs])
-    std = np.array([np.std(by_x[v]) for v in xs])
-    return xs, mean, std
-
-
 def plot(logdirs: list[str], x: str, metric: str, out: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     for logdir in logdirs:
-        xs, mean, std = load(logdir, x, metric)
+        xs, mean, std = load_curve(logdir, x, metric)
         label = os.path.normpath(logdir).replace(os.sep, "/")
         ax.plot(xs, mean, label=label)
         ax.fill_between(xs, mean - std, mean + std, alpha=0.25)

@@ -1,0 +1,1 @@
+"""The grids of the five papers, one module each (``PAPER``)."""
