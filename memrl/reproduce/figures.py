@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import os
+import textwrap
 from collections import defaultdict
+from typing import NamedTuple
 
 import matplotlib
 
@@ -77,40 +79,58 @@ def figure_envs(runs: list[grid.Run], figure: grid.Figure) -> list[str]:
     return envs
 
 
-def draw(figure: grid.Figure, runs: list[grid.Run], root: str, out_dir: str, note: str) -> str:
+class Drawing(NamedTuple):
+    """A drawn figure: its file and, per panel with runs, ``(title, x, y,
+    legends of the curves drawn)``."""
+
+    path: str
+    panels: list[tuple[str, str, str, list[str]]]
+
+
+def draw(figure: grid.Figure, runs: list[grid.Run], root: str, out_dir: str, note: str) -> Drawing:
     """Draws ``figure`` (rows x environments) into ``out_dir/<file>.png``.
 
-    Panels without a finished evaluation say so instead of a curve; ``note``
-    (the scale) goes under the title.
+    Panels without a finished evaluation say so instead of a curve; panels
+    whose runs are not in this grid are left blank; ``note`` (the scale) goes
+    under the title.
     """
     envs = figure_envs(runs, figure) or ["(no runs)"]
     names = {run.name for run in runs}
-    nrows, ncols = len(figure.rows), len(envs)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.6), squeeze=False)
+    panels = []
+    # Environments across, what varies down; one environment: side by side.
+    across = len(envs) == 1
+    nrows, ncols = (1, len(figure.rows)) if across else (len(figure.rows), len(envs))
+    size = (max(4.2 * ncols, 7.0), 3.2 * nrows + 0.9)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
     for i, row in enumerate(figure.rows):
         for j, env in enumerate(envs):
-            ax = axes[i][j]
+            ax = axes[0][i] if across else axes[i][j]
             curves = [
                 (legend, os.path.join(root, label, env))
                 for legend, label in row.curves
                 if f"{label}/{env}" in names
             ]
+            if not curves:  # none of this row's runs is in this environment's grid
+                ax.axis("off")
+                continue
             if not draw_curves(ax, curves, row.x, row.y):
                 ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes)
             title = env if not row.title else f"{env}: {row.title}"
+            panels.append((title, row.x, row.y, [line.get_label() for line in ax.lines]))
             ax.set_title(title, fontsize="medium")
             ax.set_xlabel(row.x)
             ax.set_ylabel(row.y)
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize="x-small")
-    fig.suptitle(f"{figure.title}\n{note}", fontsize="medium")
+    title = "\n".join(textwrap.wrap(figure.title, width=int(16 * max(ncols, 2))))
+    fig.suptitle(f"{title}\n{note}", fontsize="medium")
     fig.tight_layout()
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{figure.file}.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return path
+    return Drawing(path, panels)
 
 
 def _fmt(value: float) -> str:
