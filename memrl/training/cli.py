@@ -10,7 +10,9 @@ An experiment script is two lines::
 
 Flags: ``--env --seed --num_seeds --total_steps --eval_every --eval_episodes
 --logdir --resume --max_chunk --progress --obs --image_size --mpc
---eval_only`` (``--variant`` for agents with ``VARIANTS``) and
+--eval_only --tensorboard --wandb --wandb_project --wandb_mode
+--compilation_cache --compilation_cache_dir`` (``--variant`` for agents with
+``VARIANTS``; the multi-process flags below) and
 ``--config.<field>=value`` overrides applied on top of
 ``Config.for_env(env)``. Bad input exits with status 2 and one line on
 stderr, never a traceback.
