@@ -12,7 +12,8 @@ be repeated until everything is done. A run that fails is reported and the
 others go on; the command then exits with status 1.
 
 It ends with the figures in ``<logdir>/figures/*.png`` (drawn from whatever
-runs have data) and ``<logdir>/results.md``: each run's final evaluation
+runs have data; ``--figures_dir`` puts them elsewhere, e.g. ``docs/results/<paper>``)
+and ``results.md`` beside them: each run's final evaluation
 return beside the paper's reported number where the paper states one.
 ``--figures_only`` redraws them without running anything. Every run also
 writes TensorBoard event files (``tensorboard --logdir=<logdir>``) and, with
@@ -34,6 +35,9 @@ flags.DEFINE_enum("scale", "cpu", list(grid.SCALES), "cpu: reduced grid; paper: 
 flags.DEFINE_string("logdir", None, "Root of the grid (default: runs/reproduce/<paper>/<scale>).")
 flags.DEFINE_bool("dry_run", False, "List the runs, their status and estimated cost; run nothing.")
 flags.DEFINE_bool("figures_only", False, "Redraw the figures and the table; run nothing.")
+flags.DEFINE_string(
+    "figures_dir", None, "Where the figures and results.md go (default: <logdir>/figures)."
+)
 flags.DEFINE_list("only", [], "Run only the runs whose name (<label>/<env>) contains one of these.")
 flags.DEFINE_bool("wandb", False, "Each run logs to Weights & Biases as well.")
 flags.DEFINE_string("wandb_mode", None, "W&B mode for every run (online, offline, disabled).")
@@ -65,7 +69,7 @@ def main(argv):
         + ([] if FLAGS.compilation_cache else ["--nocompilation_cache"])
     )
     failures = [] if FLAGS.figures_only else run_grid(runs, root, extra)
-    for path in report(paper, runs, root, FLAGS.scale):
+    for path in report(paper, runs, root, FLAGS.scale, FLAGS.figures_dir):
         print(path)
     if failures:
         print(f"error: {len(failures)} run(s) failed:", file=sys.stderr)

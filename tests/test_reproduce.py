@@ -209,5 +209,6 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
     table = open(written[-1]).read()
     final = [float(r["eval_return"]) for r in rows if r["env_steps"] == "400"]
     expected = f"{np.mean(final):.1f} ± {np.std(final):.1f}"
-    assert f"| sac | pendulum | 400 | 2 | {expected} | -150.0 | Table 9 |" in table
+    assert f"| sac | pendulum | 400 | 2 | {expected} | -150.0 | Table 9 | " in table
     assert "| sac_typo | pendulum | 400 | 1 | not run yet |" in table
+    assert "![fig.png](fig.png)" in table

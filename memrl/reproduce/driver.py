@@ -93,9 +93,12 @@ def run_grid(runs: list[grid.Run], root: str, extra: tuple[str, ...]) -> list[st
     return failures
 
 
-def report(paper: grid.Paper, runs: list[grid.Run], root: str, scale: str) -> list[str]:
-    """Draws every figure and writes ``results.md``; returns the files written."""
-    out_dir = os.path.join(root, "figures")
+def report(
+    paper: grid.Paper, runs: list[grid.Run], root: str, scale: str, out_dir: str | None = None
+) -> list[str]:
+    """Draws every figure and writes ``results.md`` (the table, then the
+    figures) into ``out_dir`` (default ``<root>/figures``); returns the files."""
+    out_dir = out_dir or os.path.join(root, "figures")
     seeds = sorted({r.num_seeds for r in runs})
     note = f"memrl --scale={scale}, {'/'.join(map(str, seeds))} seeds per run, mean ± std"
     written = [figures.draw(figure, runs, root, out_dir, note).path for figure in paper.figures]
@@ -109,7 +112,8 @@ def report(paper: grid.Paper, runs: list[grid.Run], root: str, scale: str) -> li
     text = figures.table(paper, runs, root, scale)
     if paper.notes:
         text += "\n" + paper.notes.strip() + "\n"
-    path = os.path.join(root, "results.md")
+    text += "\n" + "".join(f"![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in written)
+    path = os.path.join(out_dir, "results.md")
     with open(path, "w") as f:
         f.write(text)
     written.append(path)

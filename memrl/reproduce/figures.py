@@ -148,6 +148,12 @@ def final_return(run: grid.Run, root: str) -> str:
     return text if last >= run.total_steps else f"{text} (at {last})"
 
 
+def wall_minutes(run: grid.Run, root: str) -> str:
+    """Training wall time to the last evaluation (compilation excluded)."""
+    _, rows = grid.final_rows(run.logdir(root))
+    return f"{float(rows[0]['wall_time']) / 60:.1f} min" if rows else ""
+
+
 def eval_rows(run: grid.Run, root: str) -> dict[str, str]:
     """``{controller: mean ± std}`` of the final step's rows in ``eval.csv``."""
     path = os.path.join(run.logdir(root), "eval.csv")
@@ -173,8 +179,8 @@ def table(paper: grid.Paper, runs: list[grid.Run], root: str, scale: str) -> str
         f"### {paper.title}: results at `--scale={scale}`",
         "",
         "| run | env | steps | seeds | ours: final eval_return (mean ± std over seeds) "
-        "| paper | paper's source |",
-        "|---|---|---|---|---|---|---|",
+        "| paper | paper's source | training wall time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         if run.script is not None:
@@ -188,12 +194,12 @@ def table(paper: grid.Paper, runs: list[grid.Run], root: str, scale: str) -> str
         source = "" if rep is None else rep.source
         lines.append(
             f"| {run.label} | {run.env} | {run.total_steps} | {run.num_seeds} | {ours} "
-            f"| {paper_value} | {source} |"
+            f"| {paper_value} | {source} | {wall_minutes(run, root)} |"
         )
     for rep in reported.values():  # the paper's settings not in this scale's grid
         lines.append(
             f"| {rep.label} | {rep.env} | {rep.steps or ''} | | (not in this grid) "
-            f"| {_reported_value(rep)} | {rep.source} |"
+            f"| {_reported_value(rep)} | {rep.source} | |"
         )
     return "\n".join(lines) + "\n"
 
