@@ -127,6 +127,9 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
     config_flags.DEFINE_config_dataclass("config", agent.Config(), "Agent config overrides.")
 
 
+CACHE_MAX_BYTES = 4 * 2**30  # the default cache's cap (JAX_COMPILATION_CACHE_MAX_SIZE overrides)
+
+
 def default_cache_dir() -> str:
     """Where compiled programs are kept between commands."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -140,7 +143,9 @@ def setup_compilation_cache(enabled: bool, directory: str | None = None) -> str 
     runs or a repeated command would pay that each time. The directory is
     ``directory``, else ``$JAX_COMPILATION_CACHE_DIR``, else the user's cache
     directory (``default_cache_dir``). Programs that compile in under a second
-    are not kept (JAX's ``jax_persistent_cache_min_compile_time_secs``).
+    are not kept (JAX's ``jax_persistent_cache_min_compile_time_secs``), and
+    the cache is capped at ``CACHE_MAX_BYTES`` (4 GiB; the least recently used
+    programs are dropped first) unless ``JAX_COMPILATION_CACHE_MAX_SIZE`` is set.
     """
     import jax
 
@@ -151,6 +156,8 @@ def setup_compilation_cache(enabled: bool, directory: str | None = None) -> str 
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", directory)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:  # least recently used out first
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return directory
 
 
