@@ -289,7 +289,7 @@ def test_runner_same_seed_same_numbers_and_resume(full_run, tmp_path):
     assert _read(tmp_path / "a") == _read(full_run)
 
 
-def test_script_end_to_end(tmp_path):
+def test_script_end_to_end(full_run, tmp_path):
     logdir = tmp_path / "run"
     args = [f"--config.{f.name}={getattr(TINY, f.name)}" for f in dataclasses.fields(TINY)]
     args = [a.replace("(16,)", "(16,)") for a in args if "encoder_sizes" not in a]
@@ -301,7 +301,7 @@ def test_script_end_to_end(tmp_path):
             "--env=pendulum",
             "--total_steps=80",
             "--eval_every=80",
-            "--eval_episodes=1",
+            "--eval_episodes=2",  # as full_run: its compiled programs are in the cache
             "--config.encoder_sizes=(16,)",
             *args,
             f"--logdir={logdir}",
