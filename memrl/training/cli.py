@@ -36,6 +36,7 @@ states.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import os
 import sys
@@ -156,7 +157,10 @@ def setup_compilation_cache(enabled: bool, directory: str | None = None) -> str 
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", directory)
-    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:  # least recently used out first
+    # The cap (least recently used out first) needs filelock, else jax cannot
+    # write the cache at all; filelock is a dependency, checked all the same.
+    capped = importlib.util.find_spec("filelock") is not None
+    if capped and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
         jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return directory
 
