@@ -17,16 +17,6 @@ from memrl import envs
 from memrl.reproduce import driver, figures, grid
 from memrl.training import cli
 
-AGENT = {
-    "memr": "memr",
-    "mbpo": "mbpo",
-    "sac": "sac",
-    "maac": "maac",
-    "svg": "svg",
-    "s2vg": "s2vg",
-    "memb": "memb",
-    "maxent_dreamer": "maxent_dreamer",
-}
 RUN_FLAGS = {"variant", "obs", "eval_episodes", "num_starts"}
 
 
@@ -46,7 +36,7 @@ def test_every_run_resolves_to_a_config(paper, scale):
         if run.script is not None:
             continue
         assert run.env in envs.NAMES, run.name
-        agent = importlib.import_module(f"memrl.agents.{AGENT[run.algo]}")
+        agent = importlib.import_module(f"memrl.agents.{run.algo}")
         overrides, variant = {}, None
         for key, value in run.flags:
             if key == "variant":

@@ -308,7 +308,6 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         logging_utils.write_settings(run.logdir, settings)
     metrics_path = os.path.join(run.logdir, "metrics.csv")
     writer = logging_utils.MetricsWriter(metrics_path, keep_until=step) if primary else None
-    mirrors = sinks.open_sinks(run, settings, step) if primary else []
 
     steps_per_chunk = trainer.steps_per_chunk
     t_init = time.perf_counter()
@@ -328,6 +327,8 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
             flush=True,
         )
 
+    # Opened next to the try that closes them (a failed compile leaks no writer).
+    mirrors = sinks.open_sinks(run, settings, step) if primary else []
     bar = logging_utils.progress_bar(run.total_steps, step, enabled=run.progress and primary)
     rows: list[dict] = []
     train_start = time.perf_counter() - extra["wall_time"]
