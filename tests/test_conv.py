@@ -117,3 +117,38 @@ def test_conv_transpose_from_one_pixel_is_one_matmul():
     w = rng.normal(size=(5, 5, 6, 3)).astype(np.float32)
     got = conv.conv_transpose(jnp.asarray(x), jnp.asarray(w), (2, 2), impl="patches")
     np.testing.assert_allclose(got, _numpy_conv_transpose(x, w, (2, 2)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [0, 4, 5, 32])
+def test_map_in_chunks_equals_one_call_values_and_gradients(chunk):
+    """[3, 5] images in chunks of 4 (one padded item), of 5 (exact), one call
+    (0, or a chunk larger than the batch): the same values and the same
+    gradients for the parameters and the input as the network on the whole
+    batch (lax convolutions, no chunks, no remat)."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(3, 5, 9, 9, 2)).astype(np.float32))
+    params = {
+        "k1": jnp.asarray(rng.normal(size=(4, 4, 2, 3)).astype(np.float32)),
+        "k2": jnp.asarray(rng.normal(size=(3, 3, 3, 2)).astype(np.float32)),
+    }
+    probe = jnp.asarray(rng.normal(size=(3, 5, 7, 7, 2)).astype(np.float32))
+
+    def net(impl):
+        def fn(p, images):  # [n, 9, 9, 2] -> [n, 7, 7, 2]
+            h = jax.nn.relu(conv.conv(images, p["k1"], (2, 2), impl=impl))
+            return conv.conv_transpose(h, p["k2"], (2, 2), impl=impl)
+
+        return fn
+
+    def loss_chunked(p, images):
+        return jnp.sum(probe * conv.map_in_chunks(net("patches"), p, images, 2, chunk))
+
+    def loss_whole(p, images):
+        flat = images.reshape((15,) + images.shape[2:])
+        return jnp.sum(probe * net("lax")(p, flat).reshape(probe.shape))
+
+    np.testing.assert_allclose(loss_chunked(params, x), loss_whole(params, x), rtol=1e-4)
+    got = jax.grad(loss_chunked, (0, 1))(params, x)
+    want = jax.grad(loss_whole, (0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -39,6 +39,7 @@ reparameterisation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -155,6 +156,57 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], impl: str = "a
         [x[:, i : i + out_h, j : j + out_w] for i in range(taps_h) for j in range(taps_w)], axis=-1
     )
     return patches @ weights
+
+
+def map_in_chunks(
+    fn: Callable[[object, jax.Array], jax.Array],
+    params: object,
+    x: jax.Array,
+    batch_ndims: int,
+    chunk: int,
+) -> jax.Array:
+    """``fn(params, x)`` over ``x``'s leading ``batch_ndims`` axes, ``chunk``
+    items at a time, each chunk rematerialized in the backward pass.
+
+    The patch forms above trade FLOPs for memory: Dreamer's decoder on its
+    50 x 50 images makes a 2.9 GB patch tensor in its last layer alone, and
+    the whole world-model gradient tens of GB of temporaries. Memory that
+    size is written at DRAM speed at best (and far below it where fresh pages
+    are slow to fault in, as on this project's VMs: 0.06 GB/s for first-touch
+    pages measured against 6 GB/s for reused ones). ``lax.map`` over chunks
+    with ``jax.checkpoint`` on the body keeps, for the backward pass, each
+    chunk's input and its matmul outputs (the layers' pre-activations, what
+    a direct convolution would keep), and recomputes the rest of that
+    chunk's forward there: the patches and the elementwise ops, no matmuls.
+    The patch tensors then live one chunk at a time, reused from chunk to
+    chunk. Measured on Dreamer's shapes (2500 images, 2-core CPU), the
+    world-model gradient took 35 s on the whole batch and 16 s in chunks of
+    50 (no FLOPs saved or added; 25 and 100 were no better).
+
+    Args:
+      fn: ``fn(params, x_chunk) -> y_chunk`` acting on ``[n, ...]`` with the
+        batch axis first, independent across items (no batch statistics).
+      params: closed over by every chunk (its gradient sums over chunks).
+      x: ``[*batch, ...]``.
+      batch_ndims: number of leading batch axes of ``x``.
+      chunk: items per chunk; ``0`` (or a batch no larger than ``chunk``) is
+        one call of ``fn`` on the whole batch, without rematerialization.
+
+    Returns:
+      ``[*batch, ...]``: the same values as ``fn`` on the whole batch.
+    """
+    lead = x.shape[:batch_ndims]
+    n = math.prod(lead)
+    flat = x.reshape((n,) + x.shape[batch_ndims:])
+    if chunk <= 0 or n <= chunk:
+        y = fn(params, flat)
+    else:
+        pad = -n % chunk  # zero items, dropped again below
+        flat = jnp.pad(flat, [(0, pad)] + [(0, 0)] * (flat.ndim - 1))
+        body = jax.checkpoint(fn, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+        ys = jax.lax.map(lambda c: body(params, c), flat.reshape((-1, chunk) + flat.shape[1:]))
+        y = ys.reshape((-1,) + ys.shape[2:])[:n]
+    return y.reshape(lead + y.shape[1:])
 
 
 class _Layer(nn.Module):
