@@ -38,8 +38,8 @@ import optax
 
 from memrl import returns as returns_lib
 from memrl.nets import policy as policy_lib
-from memrl.nets.conv import map_in_chunks
 from memrl.nets import world_model as wm
+from memrl.nets.conv import map_in_chunks
 from memrl.replay import sequence as sequence_lib
 from memrl.types import SequenceStep, Transition
 
@@ -101,8 +101,8 @@ class Config:
         the backward pass (``memrl.nets.conv.map_in_chunks``: the same
         values with bounded temporaries; an update at the paper's sizes
         took 43 s on the whole batch and 18 s in chunks, 2 cores); 0 is the
-        whole batch at once. Accelerators always
-        take the whole batch (memrl's choice, not the authors').
+        whole batch at once. Accelerators always take the whole batch
+        (memrl's choice, not the authors').
 
     Revised Dreamer (paper 004 Sec. 4.2; ``REVISED`` turns them all on; off
     by default, which is the authors' Dreamer):
