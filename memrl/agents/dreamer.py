@@ -39,7 +39,7 @@ import optax
 from memrl import returns as returns_lib
 from memrl.nets import policy as policy_lib
 from memrl.nets import world_model as wm
-from memrl.nets.conv import map_in_chunks
+from memrl.nets.conv import map_in_chunks, resolve_impl
 from memrl.replay import sequence as sequence_lib
 from memrl.types import SequenceStep, Transition
 
@@ -589,7 +589,9 @@ def model_loss(
     """
     config, nets = learner.config, learner.nets
     obs = _preprocess(batch.obs)
-    chunk = config.image_chunk if is_image(obs.shape[2:]) and jax.default_backend() == "cpu" else 0
+    # Chunks where the convs use the memory-hungry patch forms (CPU).
+    patches = is_image(obs.shape[2:]) and resolve_impl("auto") == "patches"
+    chunk = config.image_chunk if patches else 0
     embed = map_in_chunks(nets.encoder.apply, model["encoder"], obs, 2, chunk)
     post, prior = wm.observe(nets.rssm, model["rssm"], embed, batch.action, batch.is_first, key)
     feat = wm.feature(post)

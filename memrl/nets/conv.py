@@ -82,7 +82,7 @@ def conv_transpose(
     Returns:
       ``[N, (H - 1) s_h + k_h, (W - 1) s_w + k_w, C_out]``.
     """
-    impl = _resolve(impl)
+    impl = resolve_impl(impl)
     if impl == "lax":
         numbers = ("NHWC", "HWIO", "NHWC")
         flipped = kernel[::-1, ::-1]
@@ -110,7 +110,8 @@ def conv_transpose(
     return y[:, : (h - 1) * s_h + k_h, : (w - 1) * s_w + k_w]
 
 
-def _resolve(impl: str) -> str:
+def resolve_impl(impl: str) -> str:
+    """``'auto'`` -> ``'patches'`` on CPU, ``'lax'`` elsewhere; other names checked."""
     if impl == "auto":
         return "patches" if jax.default_backend() == "cpu" else "lax"
     if impl not in ("patches", "lax"):
@@ -140,7 +141,7 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], impl: str = "a
     Returns:
       ``[N, (H - k_h) // s_h + 1, (W - k_w) // s_w + 1, C_out]``.
     """
-    impl = _resolve(impl)
+    impl = resolve_impl(impl)
     if impl == "lax":
         numbers = ("NHWC", "HWIO", "NHWC")
         return jax.lax.conv_general_dilated(
