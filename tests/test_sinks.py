@@ -100,6 +100,15 @@ def test_wandb_offline_logs_means_and_keeps_the_run_id_on_resume(tmp_path, monke
     sink.write(_rows(100, [-10.0, -30.0], [1.0, 2.0]))
     sink.write(_rows(200, [-5.0, -7.0], [0.5, 0.25]))
     sink.close()
+    # run.finish() only informs W&B's service process that the run is done; the
+    # service flushes the run file when it closes the stream, asynchronously
+    # (wandb 0.31: ServiceConnection.inform_finish publishes, never waits). A
+    # read right after finish() can see a file without its history records
+    # (seen once in CI under load). Tearing the service down waits for it to
+    # exit, so the file is complete; the next wandb.init starts a new one.
+    import wandb
+
+    wandb.teardown()
     run_id = open(os.path.join(logdir, "wandb_id")).read().strip()
     (run_file,) = glob.glob(os.path.join(logdir, "wandb", "offline-run-*", f"run-{run_id}.wandb"))
     history = _wandb_history(run_file)
@@ -109,6 +118,7 @@ def test_wandb_offline_logs_means_and_keeps_the_run_id_on_resume(tmp_path, monke
     ]
     resumed = sinks.WandB(logdir, settings, "memrl-test", "offline", resume=True)
     resumed.close()
+    wandb.teardown()
     assert open(os.path.join(logdir, "wandb_id")).read().strip() == run_id
     files = glob.glob(os.path.join(logdir, "wandb", "offline-run-*", f"run-{run_id}.wandb"))
     assert len(files) == 2
