@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,7 +60,7 @@ def test_sac_script_three_seeds_on_four_devices(tmp_path):
         "--config.warmup_steps=100",
         f"--logdir={logdir}",
         "--noprogress",
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        env={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     with open(logdir / "metrics.csv", newline="") as f:

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("wall_time", "sps")  # the only columns allowed to differ between runs
@@ -34,7 +35,7 @@ def _port() -> int:
 
 
 def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"))
 
 
 def _start(args, devices):
