@@ -100,7 +100,8 @@ def test_entropy_and_cells_match_numpy():
     assert float(coverage.entropy(one)) == 0.0 and int(coverage.cells(one)) == 1
     # k equally visited cells: log k, the maximum for k cells.
     uniform = jnp.zeros((32, 32), jnp.int32).at[:, :8].set(5)
-    np.testing.assert_allclose(float(coverage.entropy(uniform)), math.log(256), rtol=1e-6)
+    # float32 sums over 1024 cells: XLA's -O3 and -O0 builds round them apart by ~1e-6.
+    np.testing.assert_allclose(float(coverage.entropy(uniform)), math.log(256), rtol=1e-5)
     summary = coverage.summary(uniform)
     assert set(summary) == {"coverage/entropy", "coverage/cells"}
     assert summary["coverage/cells"].dtype == jnp.int32

