@@ -11,9 +11,9 @@ import sys
 PROGRAM = """
 import sys
 import jax, jax.numpy as jnp
-from memrl.training import cli
+from memrl.training import compilation_cache
 enabled, directory = sys.argv[1] == "on", sys.argv[2] or None
-used = cli.setup_compilation_cache(enabled, directory)
+used = compilation_cache.setup(enabled, directory)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 jax.jit(lambda x: jnp.sin(x) @ x.T + 1.5)(jnp.ones((7, 5))).block_until_ready()

@@ -35,7 +35,9 @@ def _port() -> int:
 
 
 def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"))
+    return dict(
+        os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}")
+    )
 
 
 def _start(args, devices):

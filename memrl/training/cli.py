@@ -36,7 +36,6 @@ states.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
 import os
 import sys
@@ -46,7 +45,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from memrl import envs
-from memrl.training import distributed, logging_utils, sinks
+from memrl.training import compilation_cache, distributed, logging_utils, sinks
 from memrl.training.runner import RunConfig, UserError, evaluate_checkpoint, train
 
 FLAGS = flags.FLAGS
@@ -126,43 +125,6 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
             "variant", agent.DEFAULT_VARIANT, list(agent.VARIANTS), "Which ablation to run."
         )
     config_flags.DEFINE_config_dataclass("config", agent.Config(), "Agent config overrides.")
-
-
-CACHE_MAX_BYTES = 4 * 2**30  # the default cache's cap (JAX_COMPILATION_CACHE_MAX_SIZE overrides)
-
-
-def default_cache_dir() -> str:
-    """Where compiled programs are kept between commands."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "memrl", "xla")
-
-
-def setup_compilation_cache(enabled: bool, directory: str | None = None) -> str | None:
-    """Turns JAX's persistent compilation cache on (or off); returns its directory.
-
-    On by default: a CPU run of MAAC on ant compiles for minutes, and a grid of
-    runs or a repeated command would pay that each time. The directory is
-    ``directory``, else ``$JAX_COMPILATION_CACHE_DIR``, else the user's cache
-    directory (``default_cache_dir``). Programs that compile in under a second
-    are not kept (JAX's ``jax_persistent_cache_min_compile_time_secs``), and
-    the cache is capped at ``CACHE_MAX_BYTES`` (4 GiB; the least recently used
-    programs are dropped first) unless ``JAX_COMPILATION_CACHE_MAX_SIZE`` is set.
-    """
-    import jax
-
-    if not enabled:
-        jax.config.update("jax_enable_compilation_cache", False)
-        return None
-    directory = directory or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_dir()
-    os.makedirs(directory, exist_ok=True)
-    jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_compilation_cache_dir", directory)
-    # The cap (least recently used out first) needs filelock, else jax cannot
-    # write the cache at all; filelock is a dependency, checked all the same.
-    capped = importlib.util.find_spec("filelock") is not None
-    if capped and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
-        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
-    return directory
 
 
 def _fail(message: str) -> None:
@@ -325,7 +287,7 @@ def run(agent: ModuleType, default_env: str = "pendulum", argv: list[str] | None
         if FLAGS.peer_timeout <= 0:
             raise ValueError(f"--peer_timeout must be positive, got {FLAGS.peer_timeout}")
         try:
-            setup_compilation_cache(FLAGS.compilation_cache, FLAGS.compilation_cache_dir)
+            compilation_cache.setup(FLAGS.compilation_cache, FLAGS.compilation_cache_dir)
         except OSError as e:
             raise ValueError(f"--compilation_cache_dir: {e.strerror}: {e.filename}") from None
         # Before anything touches a device: join the other processes, if any.
