@@ -185,17 +185,15 @@ def _read(logdir):
         return list(csv.DictReader(f))
 
 
-# The other three variants are opt-in (-m slow) to keep the default suite under
-# 15 min on 2 cores. The maxent variant (a superset of the others' switches but
-# revised's additive noise) runs here, and the script test runs it again with
-# the same settings: its programs come from the compilation cache.
+# dreamer_explore, revised and maxent are opt-in (-m slow) to keep the default
+# suite under 15 min on 2 cores; the maxent variant runs in the script test.
 @pytest.mark.parametrize(
     "variant",
     [
-        pytest.param("dreamer", marks=pytest.mark.slow),
+        "dreamer",
         pytest.param("dreamer_explore", marks=pytest.mark.slow),
         pytest.param("revised", marks=pytest.mark.slow),
-        "maxent",
+        pytest.param("maxent", marks=pytest.mark.slow),
     ],
 )
 def test_variant_runs_through_the_runner(variant, tmp_path):
