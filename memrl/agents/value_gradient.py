@@ -175,9 +175,7 @@ class AgentState:
     buffer: buffer_lib.BufferState
 
 
-# Jitted, the parameters and optimizer states come from one compiled program;
-# eagerly, flax's initializers compile op by op (20 s for Dreamer's CNN on 2
-# cores, 7 s jitted). The values are the same.
+# Jitted: one compiled program, not flax's initializers compiled op by op.
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def init_learner(
     key: jax.Array, obs_size: int, action_size: int, config: Config, with_critic: bool = True
