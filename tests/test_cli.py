@@ -8,21 +8,32 @@ import sys
 
 import numpy as np
 import pytest
+import scripts
 from conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script(module, *args, env=None):
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
+    return scripts.run(module, *args, env=env)
+
+
+def test_the_fork_server_launches_as_python_dash_m_does(tmp_path):
+    """The tests launch scripts through ``tests/scripts.py``'s fork server; a
+    real ``python -m`` gives the same exit status and output."""
+    args = ["--config.batch_size=abc", f"--logdir={tmp_path}"]
+    real = subprocess.run(
+        [sys.executable, "-m", "experiments.sac", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env=full_env,
         timeout=600,
     )
+    forked = _script("experiments.sac", *args)
+    assert real.returncode == forked.returncode == 2
+    assert real.stdout == forked.stdout == ""
+    assert real.stderr == forked.stderr
+    assert forked.stderr.startswith("error: ") and "--config.batch_size=abc" in forked.stderr
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,12 @@ import csv
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
+import scripts
 from conftest import xla_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("wall_time", "sps")  # the only columns allowed to differ between runs
 FLAGS = [
     "--env=pendulum",
@@ -35,20 +33,11 @@ def _port() -> int:
 
 
 def _env(devices: int) -> dict:
-    return dict(
-        os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}")
-    )
+    return {"XLA_FLAGS": xla_flags(f"--xla_force_host_platform_device_count={devices}")}
 
 
 def _start(args, devices):
-    return subprocess.Popen(
-        [sys.executable, "-m", "experiments.sac", *FLAGS, *args],
-        cwd=ROOT,
-        env=_env(devices),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return scripts.start("experiments.sac", *FLAGS, *args, env=_env(devices))
 
 
 def _pair(args, processes=2):

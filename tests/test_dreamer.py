@@ -5,13 +5,12 @@ carry, and runs through the runner (determinism, resume, the script)."""
 import csv
 import dataclasses
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scripts
 
 from memrl.agents import dreamer
 from memrl.nets import world_model as wm
@@ -19,7 +18,6 @@ from memrl.replay import sequence as sequence_lib
 from memrl.training import runner
 from memrl.types import SequenceStep, Transition
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dreamer.Config(
     stoch_size=4,
     deter_size=8,
@@ -293,24 +291,16 @@ def test_script_end_to_end(full_run, tmp_path):
     logdir = tmp_path / "run"
     args = [f"--config.{f.name}={getattr(TINY, f.name)}" for f in dataclasses.fields(TINY)]
     args = [a.replace("(16,)", "(16,)") for a in args if "encoder_sizes" not in a]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.dreamer",
-            "--env=pendulum",
-            "--total_steps=80",
-            "--eval_every=80",
-            "--eval_episodes=2",  # as full_run: its compiled programs are in the cache
-            "--config.encoder_sizes=(16,)",
-            *args,
-            f"--logdir={logdir}",
-            "--noprogress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = scripts.run(
+        "experiments.dreamer",
+        "--env=pendulum",
+        "--total_steps=80",
+        "--eval_every=80",
+        "--eval_episodes=2",  # as full_run: its compiled programs are in the cache
+        "--config.encoder_sizes=(16,)",
+        *args,
+        f"--logdir={logdir}",
+        "--noprogress",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "dreamer pendulum: final eval_return" in result.stdout

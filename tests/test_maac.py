@@ -7,14 +7,12 @@ import collections
 import csv
 import dataclasses
 import functools
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scripts
 
 from memrl.agents import maac, sac, steve
 from memrl.envs import termination
@@ -24,7 +22,6 @@ from memrl.replay import buffer
 from memrl.training import runner
 from memrl.types import Transition
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Spec = collections.namedtuple("Spec", "observation_size action_size")
 OBS, ACT = 3, 2
 
@@ -552,13 +549,7 @@ def test_for_env_uses_the_authors_settings():
 
 
 def _script(module, *args):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return scripts.run(module, *args, timeout=900)
 
 
 TINY = [

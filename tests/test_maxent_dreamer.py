@@ -6,13 +6,12 @@ gradient, and every variant end to end through the runner and the script."""
 import csv
 import dataclasses
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scripts
 
 from memrl import envs
 from memrl.agents import dreamer
@@ -21,7 +20,6 @@ from memrl.nets import mdn as mdn_lib
 from memrl.training import runner
 from memrl.types import SequenceStep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(
     stoch_size=4,
     deter_size=8,
@@ -215,13 +213,9 @@ def test_script_runs_the_maxent_variant_end_to_end(tmp_path):
         "--config.encoder_sizes=(16,)",
         "--config.stoch_size=6",
     ]
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "experiments.maxent_dreamer", "--env=pendulum",
-            "--variant=maxent", "--total_steps=80", "--eval_every=80", "--eval_episodes=1",
-            *args, f"--logdir={tmp_path}", "--noprogress",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    result = scripts.run(
+        "experiments.maxent_dreamer", "--env=pendulum", "--variant=maxent", "--total_steps=80",
+        "--eval_every=80", "--eval_episodes=1", *args, f"--logdir={tmp_path}", "--noprogress",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "maxent_dreamer pendulum: final eval_return" in result.stdout
@@ -233,10 +227,6 @@ def test_script_runs_the_maxent_variant_end_to_end(tmp_path):
 
 
 def test_script_rejects_an_unknown_variant(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.maxent_dreamer", "--variant=bogus",
-         f"--logdir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = scripts.run("experiments.maxent_dreamer", "--variant=bogus", f"--logdir={tmp_path}")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "variant" in result.stderr

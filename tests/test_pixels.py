@@ -1,21 +1,17 @@
 """memrl.envs.pixels: image observations inside the jitted step, and --obs=pixels end to end."""
 
 import csv
-import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scripts
 
 from memrl import envs
 from memrl.agents import dreamer, sac
 from memrl.render import classic
 from memrl.training import runner
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_pixels_keep_the_dynamics_and_the_true_state():
@@ -106,13 +102,10 @@ def test_dreamer_from_pixels_script_end_to_end(tmp_path):
         batch_length=4, horizon=3, train_steps=1, periodic_every=40, warmup_steps=40,
         buffer_size=100, mode_samples=4,
     )  # fmt: skip
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "experiments.dreamer", "--env=pendulum", "--obs=pixels",
-            "--total_steps=80", "--eval_every=80", "--eval_episodes=1", f"--logdir={logdir}",
-            "--noprogress", *[f"--config.{k}={v}" for k, v in tiny.items()],
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    result = scripts.run(
+        "experiments.dreamer", "--env=pendulum", "--obs=pixels", "--total_steps=80",
+        "--eval_every=80", "--eval_episodes=1", f"--logdir={logdir}", "--noprogress",
+        *[f"--config.{k}={v}" for k, v in tiny.items()],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     with open(logdir / "metrics.csv") as f:

@@ -6,13 +6,12 @@ import csv
 import dataclasses
 import functools
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scripts
 from scipy import stats
 
 from memrl.agents import s2vg
@@ -20,7 +19,6 @@ from memrl.agents import value_gradient as core
 from memrl.training import runner
 from memrl.types import Transition
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Spec = collections.namedtuple("Spec", "observation_size action_size")
 
 
@@ -233,13 +231,7 @@ TINY = [
 
 def run_script(module, logdir, *extra):
     """Runs ``python -m module`` on the tiny config; returns the metrics rows."""
-    result = subprocess.run(
-        [sys.executable, "-m", module, *TINY, *extra, f"--logdir={logdir}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = scripts.run(module, *TINY, *extra, f"--logdir={logdir}")
     assert result.returncode == 0, result.stderr[-2000:]
     with open(os.path.join(logdir, "metrics.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
