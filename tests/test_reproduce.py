@@ -12,6 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import scripts
 
 from memrl import envs
 from memrl.reproduce import driver, figures, grid
@@ -143,7 +144,18 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_tiny_grid_end_to_end(tmp_path, capsys):
+def _through_the_fork_server(command, stdout=None, stderr=None):
+    """``subprocess.call`` for ``[python, -m, module, ...]``, launched by
+    ``tests/scripts.py`` (output appended to ``stdout``, as the driver asks)."""
+    assert command[1] == "-m", command
+    result = scripts.run(command[2], *command[3:])
+    if stdout is not None and stdout != subprocess.DEVNULL:
+        stdout.write(result.stdout + result.stderr)
+    return result.returncode
+
+
+def test_tiny_grid_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(subprocess, "call", _through_the_fork_server)
     root = str(tmp_path)
     small = (
         ("config.warmup_steps", "100"),
