@@ -183,17 +183,25 @@ def _read(logdir):
         return list(csv.DictReader(f))
 
 
-# dreamer_explore, revised and maxent are opt-in (-m slow) to keep the default
-# suite under 15 min on 2 cores; the maxent variant runs in the script test.
-@pytest.mark.parametrize(
-    "variant",
-    [
-        "dreamer",
-        pytest.param("dreamer_explore", marks=pytest.mark.slow),
-        pytest.param("revised", marks=pytest.mark.slow),
-        pytest.param("maxent", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.parametrize("variant", md.VARIANTS)
+def test_each_variant_updates_its_own_modules(variant):
+    """Traced, not compiled: each variant's update computes the losses of its
+    own parts (the MDN for the exploring variants, the Jeffreys term for the
+    Revised ones) and no others'."""
+    config = tiny(variant)
+    key = jax.random.PRNGKey(0)
+    state = jax.eval_shape(lambda k: md.init(k, envs.spec("pendulum"), config), key)
+    _, metrics = jax.eval_shape(lambda lrn: md.update(lrn, _batch(key), key, 0.2), state.learner)
+    assert ("mdn/loss" in metrics) == (variant in ("dreamer_explore", "maxent"))
+    assert ("model/jeffreys" in metrics) == (variant in ("revised", "maxent"))
+    assert ("deterministic/loss/actor" in metrics) == config.deterministic_agent
+    assert {"model/kl", "loss/actor", "loss/value"} <= set(metrics)
+
+
+# Opt-in (-m slow) to keep the default suite under 15 min on 2 cores: the
+# maxent variant runs through the runner in the script test.
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", md.VARIANTS)
 def test_variant_runs_through_the_runner(variant, tmp_path):
     run = runner.RunConfig(
         env="pendulum", seed=0, total_steps=80, eval_every=80, eval_episodes=1,
