@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from memrl import envs
 from memrl.diagnostics import coverage
-from memrl.training import checkpoint, distributed, logging_utils, sinks
+from memrl.training import checkpoint, distributed, logging_utils, program_cache, sinks
 from memrl.training.loop import init_state, make_chunk, make_evaluate
 
 
@@ -296,11 +296,21 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
             f"{run.logdir} already holds a run; pass --resume to continue it or choose "
             "another --logdir"
         )
-    if run.resume and ckpt.latest_step() is not None:
+    resuming = run.resume and ckpt.latest_step() is not None
+    if resuming:
         logging_utils.check_resumable(run.logdir, settings)
-        state, step, extra = _restore(ckpt, trainer)
+    # The programs, traced here or loaded from disk (program_cache); compiled
+    # (or fetched from JAX's compilation cache) before the first step.
+    t_built = time.perf_counter()
+    sharded = trainer.sharding
+    replicated = NamedSharding(sharded.mesh, PartitionSpec())
+    description = program_description(agent, config, run, trainer.steps_per_chunk)
+    init = program_cache.compile("init", trainer.init, (keys,), (sharded,), sharded, description)
+    abstract = init.out_shapes
+    if resuming:
+        state, step, extra = _restore(ckpt, abstract)
     else:
-        state = trainer.init(keys)
+        state = init(distributed.put(keys, sharded))
     # Every process has read the run directory before the primary writes to it.
     distributed.barrier("memrl:checked")
     primary = distributed.is_primary()  # the only process that writes files
@@ -310,19 +320,25 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     writer = logging_utils.MetricsWriter(metrics_path, keep_until=step) if primary else None
 
     steps_per_chunk = trainer.steps_per_chunk
-    t_init = time.perf_counter()
-    lowered = (
-        trainer.chunk.lower(state, jnp.asarray(step, jnp.int32)),
-        trainer.evaluate.lower(state, distributed.put(keys, trainer.sharding)),
-    )
-    t_traced = time.perf_counter()
-    compiled_chunk, compiled_eval = (program.compile() for program in lowered)
+    step_shape = jax.ShapeDtypeStruct((), jnp.int32)
+    key_shape = jax.ShapeDtypeStruct(keys.shape, keys.dtype)
+    compiled_chunk = program_cache.compile(
+        "chunk", trainer.chunk, (abstract, step_shape), (sharded, replicated), sharded,
+        description, donate_first=True,
+    )  # fmt: skip
+    compiled_eval = program_cache.compile(
+        "evaluate", trainer.evaluate, (abstract, key_shape), (sharded, sharded), sharded,
+        description,
+    )  # fmt: skip
     if primary:  # the time to the first step (benchmarks/startup.py reads this line)
-        done = time.perf_counter()
+        programs = (init, compiled_chunk, compiled_eval)
+        tracing = sum(p.seconds_tracing for p in programs)
+        compiling = sum(p.seconds_compiling for p in programs)
+        loaded = sum(p.loaded for p in programs)
         print(
-            f"ready after {done - started:.1f} s (build and init {t_init - started:.1f} s, "
-            f"tracing {t_traced - t_init:.1f} s, compiling {done - t_traced:.1f} s); "
-            f"training from env step {step}",
+            f"ready after {time.perf_counter() - started:.1f} s (build {t_built - started:.1f} s, "
+            f"tracing {tracing:.1f} s, compiling {compiling:.1f} s; {loaded} of 3 programs "
+            f"loaded, not traced); training from env step {step}",
             file=sys.stderr,
             flush=True,
         )
@@ -388,6 +404,18 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     return rows
 
 
+def program_description(
+    agent: ModuleType, config: Any, run: RunConfig, steps_per_chunk: int
+) -> str | None:
+    """What the run's programs depend on besides memrl's source, for
+    ``program_cache`` keys; ``None`` (not cached) for an agent outside memrl,
+    whose source the key would not cover."""
+    if not agent.__name__.startswith("memrl."):
+        return None
+    shape = (run.env, run.num_seeds, steps_per_chunk, run.eval_episodes, run.obs, run.image_size)
+    return f"{agent.__name__}|{config!r}|{shape}"
+
+
 def _abstract_state(trainer: Trainer) -> Any:
     abstract = jax.eval_shape(trainer.init, trainer.keys)
     return jax.tree_util.tree_map(
@@ -408,14 +436,14 @@ def _quiet_absl():
         logger.setLevel(level)
 
 
-def _restore(ckpt: checkpoint.Checkpointer, trainer: Trainer) -> tuple[Any, int, dict]:
-    """The newest checkpoint as ``trainer``'s state; ``UserError`` if unreadable
-    (``ckpt`` is closed then)."""
+def _restore(ckpt: checkpoint.Checkpointer, abstract: Any) -> tuple[Any, int, dict]:
+    """The newest checkpoint as a state shaped as ``abstract``; ``UserError``
+    if unreadable (``ckpt`` is closed then)."""
     try:
         with _quiet_absl():
             saved_by = ckpt.read_extra().get("processes", 1)
             if saved_by == jax.process_count():
-                return ckpt.restore(_abstract_state(trainer))
+                return ckpt.restore(abstract)
     except Exception as e:  # orbax raises many types for damaged files
         ckpt.close()
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -480,7 +508,7 @@ def evaluate_checkpoint(agent: ModuleType, controllers: dict, run: RunConfig) ->
     if latest is None:
         ckpt.close()
         raise UserError(f"no checkpoint to evaluate in {ckpt_dir}")
-    state, step, _ = _restore(ckpt, trainers[names[0]])
+    state, step, _ = _restore(ckpt, _abstract_state(trainers[names[0]]))
     ckpt.close()
     leaves = jax.tree_util.tree_leaves(state)
     new_rows = []
