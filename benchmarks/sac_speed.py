@@ -90,6 +90,7 @@ import os
 import platform
 import statistics
 import struct
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -370,7 +371,7 @@ def memrl_timer(env_name: str, counters: Counters) -> tuple[Callable[[], np.ndar
     """
     from memrl import envs
     from memrl.agents import sac
-    from memrl.training import runner
+    from memrl.training import compilation_cache, runner
 
     config = dataclasses.replace(
         sac.Config.for_env(env_name),
@@ -391,12 +392,18 @@ def memrl_timer(env_name: str, counters: Counters) -> tuple[Callable[[], np.ndar
         max_chunk=FLAGS.steps,
         progress=False,
     )
-    trainer = runner.build(sac, config, run)  # exactly what runner.train compiles
+    trainer = runner.build(sac, config, run)
     assert trainer.steps_per_chunk == FLAGS.steps
     spec = envs.spec(env_name)
     t0 = time.perf_counter()
-    holder = {"state": trainer.init(trainer.keys), "step": 0}
-    compiled = trainer.chunk.lower(holder["state"], jnp.asarray(0, jnp.int32)).compile()
+    # Exactly what runner.train runs by default: the programs exported, kept
+    # (here in a temporary directory) and compiled from the export.
+    with tempfile.TemporaryDirectory() as cache:
+        compilation_cache.setup(True, cache)
+        description = runner.program_description(sac, config, run, trainer.steps_per_chunk)
+        init, compiled, _ = runner.compile_programs(trainer, description)
+        compilation_cache.setup(False)
+    holder = {"state": init(trainer.keys), "step": 0}
     info = {"compile_s": time.perf_counter() - t0, "spec": spec}
 
     def one_chunk() -> np.ndarray:

@@ -299,18 +299,13 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     resuming = run.resume and ckpt.latest_step() is not None
     if resuming:
         logging_utils.check_resumable(run.logdir, settings)
-    # The programs, traced here or loaded from disk (program_cache); compiled
-    # (or fetched from JAX's compilation cache) before the first step.
     t_built = time.perf_counter()
-    sharded = trainer.sharding
-    replicated = NamedSharding(sharded.mesh, PartitionSpec())
     description = program_description(agent, config, run, trainer.steps_per_chunk)
-    init = program_cache.compile("init", trainer.init, (keys,), (sharded,), sharded, description)
-    abstract = init.out_shapes
+    init, compiled_chunk, compiled_eval = programs = compile_programs(trainer, description)
     if resuming:
-        state, step, extra = _restore(ckpt, abstract)
+        state, step, extra = _restore(ckpt, init.out_shapes)
     else:
-        state = init(distributed.put(keys, sharded))
+        state = init(distributed.put(keys, trainer.sharding))
     # Every process has read the run directory before the primary writes to it.
     distributed.barrier("memrl:checked")
     primary = distributed.is_primary()  # the only process that writes files
@@ -320,18 +315,7 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
     writer = logging_utils.MetricsWriter(metrics_path, keep_until=step) if primary else None
 
     steps_per_chunk = trainer.steps_per_chunk
-    step_shape = jax.ShapeDtypeStruct((), jnp.int32)
-    key_shape = jax.ShapeDtypeStruct(keys.shape, keys.dtype)
-    compiled_chunk = program_cache.compile(
-        "chunk", trainer.chunk, (abstract, step_shape), (sharded, replicated), sharded,
-        description, donate_first=True,
-    )  # fmt: skip
-    compiled_eval = program_cache.compile(
-        "evaluate", trainer.evaluate, (abstract, key_shape), (sharded, sharded), sharded,
-        description,
-    )  # fmt: skip
     if primary:  # the time to the first step (benchmarks/startup.py reads this line)
-        programs = (init, compiled_chunk, compiled_eval)
         tracing = sum(p.seconds_tracing for p in programs)
         compiling = sum(p.seconds_compiling for p in programs)
         loaded = sum(p.loaded for p in programs)
@@ -402,6 +386,28 @@ def train(agent: ModuleType, config: Any, run: RunConfig) -> list[dict]:
         ckpt.close()
         sinks.close(mirrors)
     return rows
+
+
+def compile_programs(
+    trainer: Trainer, description: str | None
+) -> tuple[program_cache.Program, program_cache.Program, program_cache.Program]:
+    """``trainer``'s init, chunk and evaluation, compiled; traced here or loaded
+    from disk (``program_cache``; ``description`` from ``program_description``,
+    ``None`` to keep nothing). The chunk donates its state."""
+    sharded = trainer.sharding
+    replicated = NamedSharding(sharded.mesh, PartitionSpec())
+    keys = jax.ShapeDtypeStruct(trainer.keys.shape, trainer.keys.dtype)
+    init = program_cache.compile("init", trainer.init, (keys,), (sharded,), sharded, description)
+    state = init.out_shapes
+    step = jax.ShapeDtypeStruct((), jnp.int32)
+    chunk = program_cache.compile(
+        "chunk", trainer.chunk, (state, step), (sharded, replicated), sharded, description,
+        donate_first=True,
+    )  # fmt: skip
+    evaluate = program_cache.compile(
+        "evaluate", trainer.evaluate, (state, keys), (sharded, sharded), sharded, description
+    )
+    return init, chunk, evaluate
 
 
 def program_description(
