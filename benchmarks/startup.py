@@ -8,9 +8,12 @@ cache that run filled (warm), each in a fresh run directory, and measures the
 wall time from the launch to the runner's ``ready after`` line (imports, env
 construction, parameter init, tracing and compiling the init, chunk and
 evaluation programs; nothing has stepped yet). The process is then stopped.
-The warm/cold ratio is the saving of the persistent cache, which
-``experiments/*.py`` turn on by default (``--nocompilation_cache`` turns it
-off). Both runs share the machine, so its load affects both; the load average
+The warm/cold ratio is the saving of the persistent caches, which
+``experiments/*.py`` turn on by default (``--nocompilation_cache`` turns them
+off): XLA's compiled programs, and beside them the traced programs
+(``memrl.training.program_cache``), so a warm start neither traces nor
+compiles. The runner's own split of each start (build, tracing, compiling,
+programs loaded) is printed after the table. Both runs share the machine, so its load affects both; the load average
 is printed.
 """
 
@@ -30,8 +33,8 @@ flags.DEFINE_integer("timeout", 1800, "Seconds to wait for the ready line.")
 FLAGS = flags.FLAGS
 
 
-def time_to_ready(algo: str, env: str, cache: str, logdir: str) -> float:
-    """Seconds from the launch of the run to its ``ready after`` line."""
+def time_to_ready(algo: str, env: str, cache: str, logdir: str) -> tuple[float, str]:
+    """Seconds from the launch of the run to its ``ready after`` line, and the line."""
     command = [
         sys.executable,
         "-m",
@@ -49,7 +52,7 @@ def time_to_ready(algo: str, env: str, cache: str, logdir: str) -> float:
     try:
         for line in process.stderr:
             if line.startswith("ready after"):
-                return time.perf_counter() - start
+                return time.perf_counter() - start, line.strip()
             if line.startswith("error:") or time.perf_counter() - start > FLAGS.timeout:
                 raise RuntimeError(f"{algo} {env}: {line.strip() or 'timed out'}")
         raise RuntimeError(f"{algo} {env}: exited before its first step")
@@ -63,16 +66,19 @@ def main(argv):
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     print("| run | cold (s) | warm (s) | warm / cold |")
     print("|---|---|---|---|")
+    lines = []  # the runner's own split of each start (build, tracing, compiling)
     for item in FLAGS.runs:
         algo, env = item.split(":")
         with tempfile.TemporaryDirectory() as tmp:
             cache = os.path.join(tmp, "cache")
-            cold = time_to_ready(algo, env, cache, os.path.join(tmp, "cold"))
-            warm = sorted(
+            cold, cold_line = time_to_ready(algo, env, cache, os.path.join(tmp, "cold"))
+            warm, warm_line = sorted(
                 time_to_ready(algo, env, cache, os.path.join(tmp, f"warm{i}"))
                 for i in range(FLAGS.repeats)
             )[FLAGS.repeats // 2]
         print(f"| {algo} {env} | {cold:.1f} | {warm:.1f} | {warm / cold:.2f} |", flush=True)
+        lines.append(f"{algo} {env}: cold: {cold_line}\n{algo} {env}: warm: {warm_line}")
+    print("\n".join(lines))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
