@@ -8,6 +8,9 @@ import dataclasses
 import os
 import types
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from memrl.agents import sac
@@ -83,9 +86,41 @@ def test_description_follows_what_the_programs_depend_on():
     assert describe(outside, CONFIG, _run("a"), 50) is None
 
 
-def test_key_covers_shapes_and_source(monkeypatch):
-    import jax
+class _Static:
+    """Static pytree data that prints with its address but pickles by value
+    (as MJX's wrapped NumPy arrays in ``Data``)."""
 
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and other.value == self.value
+
+    def __hash__(self):
+        return hash(self.value)
+
+
+class _Node:
+    def __init__(self, x, static):
+        self.x, self.static = x, static
+
+
+jax.tree_util.register_pytree_node(
+    _Node, lambda n: ((n.x,), n.static), lambda static, xs: _Node(xs[0], static)
+)
+
+
+def test_key_ignores_addresses_in_static_data():
+    leaves = [jax.ShapeDtypeStruct((2,), "float32")]
+    first, second = (jax.tree_util.tree_structure(_Node(0.0, _Static(3))) for _ in range(2))
+    assert str(first) != str(second)  # the addresses differ
+    key = program_cache.program_key("chunk", "d", leaves, first)
+    assert key is not None and program_cache.program_key("chunk", "d", leaves, second) == key
+    other = jax.tree_util.tree_structure(_Node(0.0, _Static(4)))
+    assert program_cache.program_key("chunk", "d", leaves, other) != key
+
+
+def test_key_covers_shapes_and_source(monkeypatch):
     leaves = [jax.ShapeDtypeStruct((2, 3), "float32")]
     tree = jax.tree_util.tree_structure((0,))
     key = program_cache.program_key("chunk", "d", leaves, tree)
@@ -96,6 +131,22 @@ def test_key_covers_shapes_and_source(monkeypatch):
     assert program_cache.program_key("chunk", "d", other, tree) != key
     monkeypatch.setattr(program_cache, "source_digest", lambda: "edited source")
     assert program_cache.program_key("chunk", "d", leaves, tree) != key
+
+
+def test_a_program_that_cannot_be_exported_still_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(program_cache, "directory", lambda: str(tmp_path))
+
+    def fn(x):  # a host callback: jax.export refuses it
+        y = jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+        return {"y": y, "z": x * 2}
+
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    x = jnp.arange(3.0)
+    program = program_cache.compile("cb", fn, (x,), (sharding,), sharding, "callback")
+    out = program(x)
+    np.testing.assert_allclose(out["y"], np.sin(np.arange(3.0)), rtol=1e-6)
+    np.testing.assert_allclose(out["z"], [0.0, 2.0, 4.0])
+    assert not program.loaded and os.listdir(tmp_path) == []
 
 
 def test_prune_drops_the_least_recently_used_first(tmp_path, monkeypatch):
@@ -111,8 +162,6 @@ def test_prune_drops_the_least_recently_used_first(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_directory_follows_the_compilation_cache(enabled, tmp_path):
-    import jax
-
     names = ("jax_enable_compilation_cache", "jax_compilation_cache_dir")
     before = [jax.config.values[name] for name in names]
     try:

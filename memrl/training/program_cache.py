@@ -106,8 +106,15 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def program_key(name: str, description: str, leaves: Sequence[Any], in_tree: Any) -> str:
-    """The key of a program (module docstring)."""
+def program_key(name: str, description: str, leaves: Sequence[Any], in_tree: Any) -> str | None:
+    """The key of a program (module docstring); ``None`` if its argument
+    structure cannot be pickled (then it is not kept)."""
+    try:
+        # Pickled, not printed: a tree's static data may print with addresses
+        # (MJX's Data holds NumPy arrays in wrappers that print as objects).
+        structure = hashlib.sha256(pickle.dumps(in_tree)).hexdigest()
+    except Exception:
+        return None
     device = jax.devices()[0]
     parts = [
         source_digest(),
@@ -115,7 +122,7 @@ def program_key(name: str, description: str, leaves: Sequence[Any], in_tree: Any
         description,
         f"{jax.default_backend()}:{device.device_kind}:{jax.device_count()}",
         *(f"{k}={jax.config.values.get(k)!r}" for k in CONFIG),
-        str(in_tree),
+        structure,
         *(f"{x.shape}:{x.dtype}:{getattr(x, 'sharding', None)}" for x in leaves),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -181,7 +188,7 @@ def compile(
     path = None
     if folder is not None:
         key = program_key(name, description, avals, in_tree)
-        path = os.path.join(folder, f"{name}-{key[:40]}{_SUFFIX}")
+        path = os.path.join(folder, f"{name}-{key[:40]}{_SUFFIX}") if key else None
     start = time.perf_counter()
     exported, out_tree = _load(path, in_tree) if path else (None, None)
     loaded = exported is not None
@@ -194,7 +201,16 @@ def compile(
             out_trees.append(tree)
             return out_leaves
 
-        if path is None:  # nothing to keep: compile the trace itself
+        if path is not None:
+            jitted = jax.jit(flat, in_shardings=shardings, out_shardings=out_sharding)
+            try:
+                exported = jax.export.export(jitted)(*avals)
+            except Exception:  # not exportable (a host callback, say); a bad trace raises below
+                exported = None
+            else:
+                out_tree = out_trees[-1]
+                _save(path, exported, in_tree, out_tree)
+        if exported is None:  # nothing to keep: compile the trace itself
             lowered = jax.jit(
                 flat, in_shardings=shardings, out_shardings=out_sharding, donate_argnums=donate
             ).lower(*avals)
@@ -202,10 +218,6 @@ def compile(
             out_avals = [(o.shape, o.dtype) for o in lowered.out_info]
             program = Program(lowered.compile(), in_tree, out_trees[-1], out_avals, out_sharding)
             return _timed(program, start, traced)
-        jitted = jax.jit(flat, in_shardings=shardings, out_shardings=out_sharding)
-        exported = jax.export.export(jitted)(*avals)
-        out_tree = out_trees[-1]
-        _save(path, exported, in_tree, out_tree)
     call = jax.jit(
         exported.call, in_shardings=shardings, out_shardings=out_sharding, donate_argnums=donate
     )
