@@ -20,7 +20,8 @@ The key of a program is a SHA-256 over everything its trace depends on:
   env, seeds, steps per chunk, evaluation episodes, observations);
 * the backend, device kind and count, and the JAX settings that change a trace
   (x64, default matmul precision, PRNG implementation, rank and dtype promotion);
-* the argument structure and shapes.
+* the argument structure (as printed, without object addresses) and shapes;
+  a loaded program's structure must also equal the caller's.
 
 Only agents that live in memrl are cached this way (their source is in the
 key); another agent module, a multi-process run or ``--nocompilation_cache``
@@ -40,6 +41,7 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -106,15 +108,12 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def program_key(name: str, description: str, leaves: Sequence[Any], in_tree: Any) -> str | None:
-    """The key of a program (module docstring); ``None`` if its argument
-    structure cannot be pickled (then it is not kept)."""
-    try:
-        # Pickled, not printed: a tree's static data may print with addresses
-        # (MJX's Data holds NumPy arrays in wrappers that print as objects).
-        structure = hashlib.sha256(pickle.dumps(in_tree)).hexdigest()
-    except Exception:
-        return None
+def program_key(name: str, description: str, leaves: Sequence[Any], in_tree: Any) -> str:
+    """The key of a program (module docstring)."""
+    # A tree's static data may print with addresses (MJX's Data holds NumPy
+    # arrays in wrappers that print as objects): the key leaves them out, and
+    # a loaded program's structure must equal the caller's (``_load``).
+    structure = re.sub(r" at 0x[0-9a-fA-F]+", "", str(in_tree))
     device = jax.devices()[0]
     parts = [
         source_digest(),
@@ -188,7 +187,7 @@ def compile(
     path = None
     if folder is not None:
         key = program_key(name, description, avals, in_tree)
-        path = os.path.join(folder, f"{name}-{key[:40]}{_SUFFIX}") if key else None
+        path = os.path.join(folder, f"{name}-{key[:40]}{_SUFFIX}")
     start = time.perf_counter()
     exported, out_tree = _load(path, in_tree) if path else (None, None)
     loaded = exported is not None
