@@ -112,13 +112,14 @@ def _define_flags(agent: ModuleType, default_env: str, defaults: RunConfig) -> N
     flags.DEFINE_bool(
         "compilation_cache",
         True,
-        "Keep compiled programs in a persistent cache, so a repeated command starts in seconds.",
+        "Keep traced and compiled programs on disk (memrl's program cache and JAX's "
+        "compilation cache), so a repeated command starts in seconds.",
     )
     flags.DEFINE_string(
         "compilation_cache_dir",
         None,
-        "The persistent compilation cache (default: $JAX_COMPILATION_CACHE_DIR, else "
-        "$XDG_CACHE_HOME/memrl/xla or ~/.cache/memrl/xla).",
+        "The persistent caches' directory (default: $JAX_COMPILATION_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/memrl/xla or ~/.cache/memrl/xla; traced programs in programs/).",
     )
     if hasattr(agent, "VARIANTS"):
         flags.DEFINE_enum(
