@@ -13,8 +13,8 @@ The warm/cold ratio is the saving of the persistent caches, which
 off): XLA's compiled programs, and beside them the traced programs
 (``memrl.training.program_cache``), so a warm start neither traces nor
 compiles. The runner's own split of each start (build, tracing, compiling,
-programs loaded) is printed after the table. Both runs share the machine, so its load affects both; the load average
-is printed.
+programs loaded) is printed after the table. Both runs share the machine, so
+its load affects both; the load average is printed.
 """
 
 from __future__ import annotations
