@@ -207,28 +207,22 @@ def compile(
             except Exception:  # not exportable (a host callback, say); a bad trace raises below
                 exported = None
             else:
-                out_tree = out_trees[-1]
-                _save(path, exported, in_tree, out_tree)
-        if exported is None:  # nothing to keep: compile the trace itself
-            lowered = jax.jit(
-                flat, in_shardings=shardings, out_shardings=out_sharding, donate_argnums=donate
-            ).lower(*avals)
-            traced = time.perf_counter()
-            out_avals = [(o.shape, o.dtype) for o in lowered.out_info]
-            program = Program(lowered.compile(), in_tree, out_trees[-1], out_avals, out_sharding)
-            return _timed(program, start, traced)
-    call = jax.jit(
-        exported.call, in_shardings=shardings, out_shardings=out_sharding, donate_argnums=donate
-    )
-    lowered = call.lower(*avals)
+                _save(path, exported, in_tree, out_trees[-1])
+    # The export's call (loaded or just made), or the trace itself when there
+    # is nothing to keep.
+    target = flat if exported is None else exported.call
+    lowered = jax.jit(
+        target, in_shardings=shardings, out_shardings=out_sharding, donate_argnums=donate
+    ).lower(*avals)
     traced = time.perf_counter()
-    out_avals = [(a.shape, a.dtype) for a in exported.out_avals]
-    program = Program(lowered.compile(), in_tree, out_tree, out_avals, out_sharding)
+    program = Program(
+        lowered.compile(),
+        in_tree,
+        out_tree if loaded else out_trees[-1],
+        [(o.shape, o.dtype) for o in lowered.out_info],
+        out_sharding,
+    )
     program.loaded = loaded
-    return _timed(program, start, traced)
-
-
-def _timed(program: Program, start: float, traced: float) -> Program:
     program.seconds_tracing = traced - start
     program.seconds_compiling = time.perf_counter() - traced
     return program
